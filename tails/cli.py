@@ -1,0 +1,285 @@
+"""The ``tails`` command: run, simulate, train, evaluate, fetch-models, benchmark.
+
+It uses python-fire, so ``--flag=value`` and ``--flag value`` both work.  ``scripts/run_tails.py``
+is the ``run`` command on its own, with the original's flags.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["run", "main", "run_main"]
+
+log = logging.getLogger("tails")
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message says what to pass instead."""
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _check_date(date: Any) -> str:
+    datestr = str(date)
+    try:
+        _dt.datetime.strptime(datestr, "%Y%m%d")
+    except ValueError:
+        raise UsageError(f"--date must be a UTC date YYYYMMDD, e.g. 20201015; got {date!r}") from None
+    return datestr
+
+
+def _check_nthreads(nthreads: Any) -> int:
+    try:
+        n = int(nthreads)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(nthreads).strip() != str(n):
+        raise UsageError(f"--nthreads must be a positive integer, got {nthreads!r}")
+    return n
+
+
+def _prefetch(names: list[str], client: Any, data_dir: Path, nthreads: int) -> dict[str, str]:
+    """Download the frames' images in parallel; return {name: error} for those that failed."""
+    from tqdm.auto import tqdm
+
+    errors: dict[str, str] = {}
+
+    def fetch(name: str) -> None:
+        try:
+            client.fetch_frame(name, data_dir)
+        except Exception as e:  # one bad frame never stops a night
+            errors[name] = f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max_workers=nthreads) as pool:
+        list(tqdm(pool.map(fetch, names), total=len(names), desc="download", unit="frame"))
+    return errors
+
+
+def run(
+    config: str | None = None,
+    checkpoint: str | None = None,
+    score_threshold: float | None = None,
+    cleanup: str | None = None,
+    single_image: str | None = None,
+    date: str | None = None,
+    twilight: bool = False,
+    nthreads: int | None = None,
+    output_base_path: str = "./",
+) -> dict[str, Any]:
+    """Run Tails on one frame (``--single_image``) or on a night of ZTF data (``--date``).
+
+    Parameters
+    ----------
+    config : str, optional
+        YAML configuration; default: ``config.defaults.yaml``.
+    checkpoint : str, optional
+        Model weights (``.weights.h5``); default: the bundled model.
+    score_threshold : float, optional
+        Report tiles with p_comet above this (0 to 1); default: ``tails.score_threshold``.
+    cleanup : str, optional
+        Delete downloaded images after each frame: none, ref, sci or all.
+    single_image : str, optional
+        A ccd-quadrant frame name, e.g. ``ztf_20191014495961_000570_zr_c05_o_q3``.
+    date : str, optional
+        A UTC night ``YYYYMMDD``: every exposure of that night in Kowalski's ZTF_ops.
+    twilight : bool
+        With ``--date``, only the Twilight survey's exposures.
+    nthreads : int, optional
+        Threads for SWarp and for parallel downloads.
+    output_base_path : str
+        Downloads go to ``DIR/data``, outputs to ``DIR/runs/YYYYMMDD``.
+
+    Returns
+    -------
+    dict
+        A summary: frames done and failed, candidates, output folder.
+    """
+    from .config import load_config
+    from .detect import check_run_options
+    from .frames import expand_fileroot, parse_frame
+
+    cfg = load_config(config)
+    tcfg = cfg["tails"]
+    threshold, cleanup = check_run_options(
+        tcfg["score_threshold"] if score_threshold is None else score_threshold,
+        tcfg["cleanup"] if cleanup is None else cleanup,
+    )
+    nthreads = _check_nthreads(tcfg["nthreads"] if nthreads is None else nthreads)
+    if bool(single_image) == bool(date):
+        raise UsageError("give exactly one of --single_image=NAME or --date=YYYYMMDD")
+    base = Path(output_base_path).expanduser().resolve()
+
+    if single_image:
+        names = [parse_frame(str(single_image)).name]
+        night = names[0][4:12]
+    else:
+        from .kowalski import fileroots_for_night
+
+        night = _check_date(date)
+        fileroots = fileroots_for_night(cfg, night, twilight=bool(twilight))
+        names = [n for fr in fileroots for n in expand_fileroot(fr)]
+        log.info("%s: %d exposure(s), %d frame(s)", night, len(fileroots), len(names))
+
+    from .efficientdet import load_model, model_name
+    from .irsa import IrsaClient
+
+    model = load_model(checkpoint)
+    tails_v = model_name(checkpoint)
+    client = IrsaClient.from_config(cfg)
+
+    failed: dict[str, str] = {}
+    if len(names) > 1:
+        failed = _prefetch(names, client, base / "data", nthreads)
+        for name, err in failed.items():
+            log.error("%s: download failed, skipped: %s", name, err)
+
+    n_candidates, done = 0, 0
+    t_start = time.perf_counter()
+    todo = [n for n in names if n not in failed]
+    from tqdm.auto import tqdm
+
+    from .detect import process_frame
+
+    for name in tqdm(todo, desc="frames", unit="frame", disable=len(todo) < 2):
+        try:
+            result = process_frame(
+                name,
+                model=model,
+                config=cfg,
+                base_path=base,
+                score_threshold=threshold,
+                cleanup=cleanup,
+                nthreads=nthreads,
+                client=client,
+                checkpoint_name=tails_v,
+            )
+        except Exception as e:
+            if single_image:
+                raise
+            failed[name] = f"{type(e).__name__}: {e}"
+            log.error("%s: failed, skipped: %s", name, failed[name])
+            continue
+        done += 1
+        n_candidates += len(result.detections)
+
+    summary = {
+        "night": night,
+        "frames": len(names),
+        "done": done,
+        "failed": len(failed),
+        "candidates": n_candidates,
+        "runs": str(base / "runs" / night),
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "model": tails_v,
+    }
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(
+        f"Tails {summary['model']}: {summary['done']}/{summary['frames']} frame(s) done, "
+        f"{summary['failed']} failed, {summary['candidates']} candidate(s) "
+        f"in {summary['seconds']} s -> {summary['runs']}"
+    )
+
+
+def _guarded(func: Callable[..., Any], argv: list[str] | None) -> int:
+    """Run a fire command; turn known input errors into a one-line message and exit code 2."""
+    import fire
+
+    from .config import ConfigError
+
+    try:
+        from .irsa import DownloadError
+    except ImportError:  # pragma: no cover - during bootstrap
+        DownloadError = OSError  # type: ignore[misc,assignment]
+
+    try:
+        result = fire.Fire(func, command=argv, name="tails")
+    except (UsageError, ConfigError, ValueError, FileNotFoundError, DownloadError) as e:
+        print(f"tails: error: {e}", file=sys.stderr)
+        return 2
+    except fire.core.FireExit as e:  # --help and fire's own usage errors
+        return int(e.code or 0)
+    if isinstance(result, dict) and "frames" in result and "candidates" in result:
+        _print_summary(result)
+        return 1 if result["done"] == 0 and result["frames"] > 0 else 0
+    return 0
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``scripts/run_tails.py``: the ``run`` command with the original's flags."""
+    _setup_logging()
+    return _guarded(run, argv)
+
+
+def _commands() -> dict[str, Callable[..., Any]]:
+    def simulate(*args: Any, **kwargs: Any) -> Any:
+        """Simulate ZTF frames into an IRSA-layout folder (see tails.simulate.simulate_command)."""
+        from .simulate import simulate_command
+
+        return simulate_command(*args, **kwargs)
+
+    def train(*args: Any, **kwargs: Any) -> Any:
+        """Train Tails() from a YAML config (see tails.train.train_command)."""
+        from .train import train_command
+
+        return train_command(*args, **kwargs)
+
+    def evaluate(*args: Any, **kwargs: Any) -> Any:
+        """Evaluate a model on held-out simulated frames (see tails.evaluate.evaluate_command)."""
+        from .evaluate import evaluate_command
+
+        return evaluate_command(*args, **kwargs)
+
+    def fetch_models(*args: Any, **kwargs: Any) -> Any:
+        """Download models from the configured base URL (see tails.models.fetch_models)."""
+        from .models import fetch_models as _fetch
+
+        return _fetch(*args, **kwargs)
+
+    def benchmark(*args: Any, **kwargs: Any) -> Any:
+        """Time one full frame stage by stage (see tails.benchmark.benchmark_command)."""
+        from .benchmark import benchmark_command
+
+        return benchmark_command(*args, **kwargs)
+
+    return {
+        "run": run,
+        "simulate": simulate,
+        "train": train,
+        "evaluate": evaluate,
+        "fetch-models": fetch_models,
+        "benchmark": benchmark,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tails`` command."""
+    _setup_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    commands = _commands()
+    if argv and argv[0] in ("fetch_models",):
+        argv = ["fetch-models", *argv[1:]]
+    if not argv or argv[0] not in commands:
+        print("usage: tails {" + ",".join(commands) + "} [--flag=value ...]", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return _guarded(commands[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

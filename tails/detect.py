@@ -1,0 +1,370 @@
+"""From tiles to detections: the model's scores, tile -> frame coordinates, merging, outputs.
+
+The data flow for one frame (DESIGN.md)::
+
+    name -> irsa (sci, diff, ref; cached) -> image.Troika -> SWarp (ref onto sci grid)
+         -> 13 x 13 tiles of 256 px -> preprocess -> Tails model (batched)
+         -> threshold, tile -> frame coordinates, merge duplicates, WCS -> RA/Dec, OBSJD -> time
+         -> runs/YYYYMMDD/{name}.csv, {name}_{ni}.npy, {name}_{ni}.png
+
+The pure steps (:func:`candidates_from_predictions`, :func:`merge_candidates`,
+:func:`datestr_from_jd`) are separate from :func:`process_frame`, which does the I/O and is the
+one call shared by the CLI and the sentinel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
+from .preprocess import preprocess_tiles
+
+__all__ = [
+    "DETECTION_COLUMNS",
+    "CLEANUP_CHOICES",
+    "FrameResult",
+    "candidates_from_predictions",
+    "merge_candidates",
+    "datestr_from_jd",
+    "check_run_options",
+    "process_frame",
+    "write_csv",
+]
+
+log = logging.getLogger(__name__)
+
+#: Columns of the output CSV, in order (DESIGN.md, "Output CSV").
+DETECTION_COLUMNS = ["id", "ni", "jd", "datestr", "p", "x", "y", "ra", "dec", "radecstr", "tails_v"]
+
+#: What ``--cleanup`` may remove after a frame.
+CLEANUP_CHOICES = ("none", "ref", "sci", "all")
+
+#: Side of the thumbnails cut around each detection for Fritz (ZTF.md: 63 x 63 cutouts).
+THUMBNAIL_SIZE = 63
+
+
+@dataclass
+class FrameResult:
+    """What :func:`process_frame` produced for one frame.
+
+    Attributes
+    ----------
+    name : str
+        The frame name.
+    detections : pandas.DataFrame
+        One row per detection, columns :data:`DETECTION_COLUMNS`.
+    csv_path : Path
+        The CSV written (header only when nothing was found).
+    png_paths, npy_paths : list of Path
+        Per detection, the triplet PNG and the preprocessed 256 x 256 x 3 tile.
+    cutouts : list of dict
+        Per detection, ``{"sci", "ref", "diff"}`` -> 63 x 63 arrays centred on it.
+    sci_url, diff_url : str
+        IRSA URLs of the science and difference images.
+    timings : dict
+        Seconds spent per stage (load, align, tessellate, infer, write).
+    n_tiles, n_skipped : int
+        Tiles cut, and tiles skipped because they could not be normalised.
+    """
+
+    name: str
+    detections: pd.DataFrame
+    csv_path: Path
+    png_paths: list[Path] = field(default_factory=list)
+    npy_paths: list[Path] = field(default_factory=list)
+    cutouts: list[dict[str, np.ndarray]] = field(default_factory=list)
+    sci_url: str = ""
+    diff_url: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    n_tiles: int = 0
+    n_skipped: int = 0
+
+
+def check_run_options(score_threshold: float, cleanup: str) -> tuple[float, str]:
+    """Validate the options of a run, with messages that say what to pass instead.
+
+    Raises
+    ------
+    ValueError
+        If ``score_threshold`` is not a number in [0, 1] or ``cleanup`` is not a known choice.
+    """
+    try:
+        threshold = float(score_threshold)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"score_threshold must be a number in [0, 1], got {score_threshold!r}"
+        ) from None
+    if not 0.0 <= threshold <= 1.0 or not np.isfinite(threshold):
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold!r}")
+    if not isinstance(cleanup, str) or cleanup.lower() not in CLEANUP_CHOICES:
+        raise ValueError(
+            f"cleanup must be one of {', '.join(CLEANUP_CHOICES)}, got {cleanup!r}"
+        )
+    return threshold, cleanup.lower()
+
+
+def candidates_from_predictions(
+    predictions: np.ndarray,
+    offsets: np.ndarray,
+    score_threshold: float,
+    tile_size: int = 256,
+) -> pd.DataFrame:
+    """Turn per-tile predictions into candidates in frame pixel coordinates.
+
+    Parameters
+    ----------
+    predictions : ndarray, shape (N, 3)
+        ``[p_comet, x / tile_size, y / tile_size]`` per tile (x the column, y the row).
+    offsets : ndarray, shape (N, 2)
+        ``(row0, col0)`` of each tile's upper-left pixel in the frame.
+    score_threshold : float
+        Keep tiles with ``p_comet > score_threshold``.
+    tile_size : int
+        Tile side in pixels.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``tile, p, x, y, x_tile, y_tile``; x and y are 0-based frame coordinates.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1, 3)
+    offsets = np.asarray(offsets).reshape(-1, 2)
+    keep = np.flatnonzero(predictions[:, 0] > score_threshold)
+    x_tile = predictions[keep, 1] * tile_size
+    y_tile = predictions[keep, 2] * tile_size
+    return pd.DataFrame(
+        {
+            "tile": keep,
+            "p": predictions[keep, 0],
+            "x": offsets[keep, 1] + x_tile,
+            "y": offsets[keep, 0] + y_tile,
+            "x_tile": x_tile,
+            "y_tile": y_tile,
+        }
+    )
+
+
+def merge_candidates(candidates: pd.DataFrame, radius: float) -> pd.DataFrame:
+    """Report a comet seen in several overlapping tiles once, with its highest score.
+
+    Candidates are taken in order of decreasing score; one closer than ``radius`` pixels to a
+    candidate already kept is dropped.  The result is in tile order.
+    """
+    if len(candidates) < 2:
+        return candidates.reset_index(drop=True)
+    order = np.argsort(-candidates["p"].to_numpy(), kind="stable")
+    xy = candidates[["x", "y"]].to_numpy()
+    kept: list[int] = []
+    for i in order:
+        if all(np.hypot(*(xy[i] - xy[j])) >= radius for j in kept):
+            kept.append(i)
+    return candidates.iloc[sorted(kept)].reset_index(drop=True)
+
+
+def datestr_from_jd(jd: float) -> str:
+    """The original's date string, ``"YYYY M D.ddddd"`` (fractional UTC day), from a JD."""
+    from astropy.time import Time
+
+    dt = Time(jd, format="jd", scale="utc").datetime
+    day = dt.day + (dt.hour + dt.minute / 60.0 + (dt.second + dt.microsecond / 1e6) / 3600.0) / 24
+    return f"{dt.year} {dt.month} {day}"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` only when it succeeded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(detections: pd.DataFrame, path: Path) -> None:
+    """Write detections atomically, with the header even when there are none."""
+    df = detections.reindex(columns=DETECTION_COLUMNS)
+    _atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    _atomic_write(path, write)
+
+
+def process_frame(
+    name: str,
+    *,
+    model: Any,
+    config: dict,
+    base_path: str | Path,
+    score_threshold: float | None = None,
+    cleanup: str | None = None,
+    nthreads: int | None = None,
+    client: Any = None,
+    checkpoint_name: str = "tails",
+    write_png: bool = True,
+) -> FrameResult:
+    """Run Tails on one ZTF ccd-quadrant frame.
+
+    Downloads (or reuses from the cache) the science, difference and reference images,
+    re-projects the reference onto the science grid, cuts overlapping tiles, runs the model in
+    batches and writes the outputs.
+
+    Parameters
+    ----------
+    name : str
+        Frame name, e.g. ``ztf_20191014495961_000570_zr_c05_o_q3``.
+    model : keras.Model
+        A :func:`tails.efficientdet.Tails` model with weights loaded.
+    config : dict
+        Configuration (:func:`tails.config.load_config`).
+    base_path : str or Path
+        Downloads are cached in ``base_path/data``; outputs go to ``base_path/runs/YYYYMMDD``.
+    score_threshold, cleanup, nthreads : optional
+        Override ``tails.score_threshold``, ``tails.cleanup`` and ``tails.nthreads`` of the config.
+    client : tails.irsa.IrsaClient, optional
+        Reuse a download client (and its login); one is made from the config otherwise.
+    checkpoint_name : str
+        The model's name, written to the ``tails_v`` column.
+    write_png : bool
+        Also write the triplet PNG of each detection.
+
+    Returns
+    -------
+    FrameResult
+
+    Raises
+    ------
+    ValueError
+        For a bad frame name or option.
+    tails.irsa.DownloadError
+        When an image cannot be downloaded or is corrupt.
+    """
+    from astropy.coordinates import SkyCoord
+
+    from .efficientdet import predict_tiles
+    from .image import Troika, tile_stack
+    from .irsa import IrsaClient
+
+    frame = parse_frame(name)
+    tcfg = config["tails"]
+    threshold, cleanup = check_run_options(
+        tcfg["score_threshold"] if score_threshold is None else score_threshold,
+        tcfg["cleanup"] if cleanup is None else cleanup,
+    )
+    nthreads = int(tcfg["nthreads"] if nthreads is None else nthreads)
+    tile_size, offset = int(tcfg["tile_size"]), int(tcfg["tile_offset"])
+    base_path = Path(base_path)
+    out_dir = base_path / "runs" / frame.date
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    client = client if client is not None else IrsaClient.from_config(config)
+    troika = Troika(path_base=base_path / "data", name=frame.name, config=config, client=client)
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ref_projected = troika.reproject_ref2sci(how=tcfg["reproject"], nthreads=nthreads)
+    timings["align"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    xboxes, yboxes = troika.tessellate_boxes(box_size_pix=tile_size, offset=offset)
+    raw, offsets = tile_stack((troika.sci, ref_projected, troika.zogy), xboxes, yboxes)
+    tiles, valid = preprocess_tiles(raw)
+    n_skipped = int((~valid).sum())
+    if n_skipped:
+        log.warning(
+            "%s: %d of %d tiles are all NaN or constant and were skipped",
+            frame.name,
+            n_skipped,
+            len(valid),
+        )
+    timings["tessellate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    predictions = np.zeros((len(tiles), 3), dtype=np.float32)
+    if valid.any():
+        predictions[valid] = predict_tiles(model, tiles[valid], batch_size=int(tcfg["batch_size"]))
+    timings["infer"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    candidates = candidates_from_predictions(predictions, offsets, threshold, tile_size)
+    candidates = merge_candidates(candidates, float(tcfg["merge_radius_pix"]))
+
+    jd = float(troika.header_sci["OBSJD"])
+    datestr = datestr_from_jd(jd)
+    rows, pngs, npys, cutouts = [], [], [], []
+    if len(candidates):
+        ra, dec = troika.pix2world_sci(candidates["x"].to_numpy(), candidates["y"].to_numpy())
+        ra, dec = np.atleast_1d(ra), np.atleast_1d(dec)
+        radecstr = SkyCoord(ra=ra, dec=dec, unit="deg").to_string(style="hmsdms")
+    for ni, cand in enumerate(candidates.itertuples(index=False)):
+        rows.append(
+            {
+                "id": frame.name,
+                "ni": ni,
+                "jd": jd,
+                "datestr": datestr,
+                "p": float(cand.p),
+                "x": float(cand.x),
+                "y": float(cand.y),
+                "ra": float(ra[ni]),
+                "dec": float(dec[ni]),
+                "radecstr": radecstr[ni],
+                "tails_v": checkpoint_name,
+            }
+        )
+        npy = out_dir / f"{frame.name}_{ni}.npy"
+        _save_npy(tiles[cand.tile], npy)
+        npys.append(npy)
+        if write_png:
+            from .plot import save_triplet_png
+
+            png = out_dir / f"{frame.name}_{ni}.png"
+            save_triplet_png(
+                raw[cand.tile],
+                png,
+                reticle=(cand.x_tile, cand.y_tile),
+                title=f"{frame.name}  #{ni}  p={cand.p:.3f}",
+            )
+            pngs.append(png)
+        cutouts.append(troika.cutout(cand.x, cand.y, size=THUMBNAIL_SIZE, ref=ref_projected))
+
+    detections = pd.DataFrame(rows, columns=DETECTION_COLUMNS)
+    csv_path = out_dir / f"{frame.name}.csv"
+    write_csv(detections, csv_path)
+    timings["write"] = time.perf_counter() - t0
+
+    if cleanup != "none":
+        troika.cleanup(ref=cleanup in ("all", "ref"), sci=cleanup in ("all", "sci"))
+
+    base_url = config["irsa"]["url"]
+    log.info("%s: %d detection(s) over %.2f", frame.name, len(detections), threshold)
+    return FrameResult(
+        name=frame.name,
+        detections=detections,
+        csv_path=csv_path,
+        png_paths=pngs,
+        npy_paths=npys,
+        cutouts=cutouts,
+        sci_url=sci_url(frame, base_url, SCI_SUFFIX),
+        diff_url=sci_url(frame, base_url, DIFF_SUFFIX),
+        timings=timings,
+        n_tiles=len(tiles),
+        n_skipped=n_skipped,
+    )
