@@ -1,0 +1,378 @@
+"""The Tails model: an EfficientDet-D0-style comet detector and locator.
+
+Architecture (Duev et al. 2021, arXiv:2102.13352; github dmitryduev/tails; summarised in
+``shared/ZTF.md``, "The original Tails"):
+
+* input: a 256x256x3 triplet (science, reference re-projected onto the science frame, difference),
+  preprocessed by :func:`tails.preprocess.preprocess_tiles`;
+* backbone: EfficientNet-B0 (Tan & Le 2019, arXiv:1905.11946), random initialisation, no
+  classification top; its feature maps C3, C4, C5 (strides 8, 16, 32) are used;
+* P6 = maxpool(BN(conv1x1(C5))), P7 = maxpool(P6) (strides 64 and 128);
+* an unweighted BiFPN of width 64 and 3 layers (:mod:`tails.layers`);
+* a shared head: 3 x (3x3 conv of 64 filters, batch norm per level, swish), then a 3x3 conv with
+  one sigmoid filter on each of P3..P7; flattened and concatenated (1364 values for 256x256);
+* ``Dense(3, sigmoid)`` giving ``[p_comet, x/256, y/256]``, x being the column and y the row of the
+  comet in the tile.
+
+Only ``keras`` and ``keras.ops`` are used, so that the model builds, trains and loads under the
+TensorFlow, JAX and PyTorch backends. Weights are stored in Keras ``.weights.h5`` files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import string
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from .layers import BN_EPSILON, BN_MOMENTUM, bifpn_layer
+
+__all__ = [
+    "Tails",
+    "efficientnet_backbone",
+    "load_model",
+    "model_name",
+    "find_bundled_checkpoint",
+    "predict_tiles",
+    "DEFAULT_MODELS_DIR",
+    "CHECKPOINT_FILENAME",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Folder of the bundled models: ``models/`` beside the ``tails`` package, one sub-folder
+#: ``tails-YYYYMMDD`` per trained model, holding ``tails.weights.h5`` and a model card.
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+#: File name of the weights inside a bundled model's folder.
+CHECKPOINT_FILENAME = "tails.weights.h5"
+
+# EfficientNet-B0 stages (Tan & Le 2019, Table 1): kernel size, repeats, input filters,
+# output filters, expansion ratio, stride of the first block, squeeze-and-excitation ratio.
+B0_STAGES = (
+    (3, 1, 32, 16, 1, 1, 0.25),
+    (3, 2, 16, 24, 6, 2, 0.25),
+    (5, 2, 24, 40, 6, 2, 0.25),
+    (3, 3, 40, 80, 6, 2, 0.25),
+    (5, 3, 80, 112, 6, 1, 0.25),
+    (5, 4, 112, 192, 6, 2, 0.25),
+    (3, 1, 192, 320, 6, 1, 0.25),
+)
+# stages whose outputs are C3 (stride 8), C4 (stride 16) and C5 (stride 32)
+_FEATURE_STAGES = (2, 4, 6)
+
+# EfficientNet's initialisers (reference implementation): He-normal with fan-out for convolutions.
+CONV_KERNEL_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+}
+# Head: N(0, 0.01) kernels and a class-prediction bias giving p = 0.01 at start (RetinaNet,
+# Lin et al. 2017, arXiv:1708.02002, section 4.1), as the original Tails.
+HEAD_KERNEL_STDDEV = 0.01
+HEAD_PRIOR_PROBABILITY = 0.01
+
+# Levels P3..P7 of the pyramid: P_l has stride 2**l.
+LEVELS = (3, 4, 5, 6, 7)
+
+
+def round_filters(filters: int, width_coefficient: float, divisor: int = 8) -> int:
+    """Scale a number of filters by ``width_coefficient``, rounded to a multiple of ``divisor``.
+
+    The rounding never goes down by more than 10 % (EfficientNet reference implementation).
+    """
+    filters *= width_coefficient
+    new = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+    if new < 0.9 * filters:
+        new += divisor
+    return int(new)
+
+
+def round_repeats(repeats: int, depth_coefficient: float) -> int:
+    """Scale a number of block repeats by ``depth_coefficient``, rounded up."""
+    return int(math.ceil(depth_coefficient * repeats))
+
+
+def mb_conv_block(
+    x,
+    filters_in: int,
+    filters_out: int,
+    kernel_size: int,
+    strides: int,
+    expand_ratio: int,
+    se_ratio: float,
+    drop_rate: float,
+    name: str,
+):
+    """Mobile inverted bottleneck (MBConv) with squeeze-and-excitation, EfficientNet's block.
+
+    Parameters
+    ----------
+    x : KerasTensor
+        Input (N, H, W, filters_in).
+    filters_in, filters_out : int
+        Input and output channels.
+    kernel_size, strides : int
+        Of the depthwise convolution.
+    expand_ratio : int
+        Expansion of the channels by the first 1x1 convolution.
+    se_ratio : float
+        Squeeze-and-excitation bottleneck, as a fraction of ``filters_in``.
+    drop_rate : float
+        Stochastic-depth ("drop connect") rate of the residual branch.
+    name : str
+        Prefix of the layer names, e.g. ``"block2a_"``.
+    """
+    inputs = x
+    filters = filters_in * expand_ratio
+    if expand_ratio != 1:
+        x = layers.Conv2D(
+            filters,
+            1,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=CONV_KERNEL_INITIALIZER,
+            name=name + "expand_conv",
+        )(x)
+        x = layers.BatchNormalization(name=name + "expand_bn")(x)
+        x = layers.Activation("swish", name=name + "expand_activation")(x)
+
+    x = layers.DepthwiseConv2D(
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer=CONV_KERNEL_INITIALIZER,
+        name=name + "dwconv",
+    )(x)
+    x = layers.BatchNormalization(name=name + "bn")(x)
+    x = layers.Activation("swish", name=name + "activation")(x)
+
+    if 0 < se_ratio <= 1:
+        reduced = max(1, int(filters_in * se_ratio))
+        se = layers.GlobalAveragePooling2D(keepdims=True, name=name + "se_squeeze")(x)
+        se = layers.Conv2D(
+            reduced,
+            1,
+            activation="swish",
+            padding="same",
+            kernel_initializer=CONV_KERNEL_INITIALIZER,
+            name=name + "se_reduce",
+        )(se)
+        se = layers.Conv2D(
+            filters,
+            1,
+            activation="sigmoid",
+            padding="same",
+            kernel_initializer=CONV_KERNEL_INITIALIZER,
+            name=name + "se_expand",
+        )(se)
+        x = layers.Multiply(name=name + "se_excite")([x, se])
+
+    x = layers.Conv2D(
+        filters_out,
+        1,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=CONV_KERNEL_INITIALIZER,
+        name=name + "project_conv",
+    )(x)
+    x = layers.BatchNormalization(name=name + "project_bn")(x)
+    if strides == 1 and filters_in == filters_out:
+        if drop_rate > 0:
+            x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
+        x = layers.Add(name=name + "add")([x, inputs])
+    return x
+
+
+def efficientnet_backbone(
+    x,
+    width_coefficient: float = 1.0,
+    depth_coefficient: float = 1.0,
+    drop_connect_rate: float = 0.2,
+) -> list:
+    """EfficientNet feature extractor (B0 for coefficients 1.0, 1.0), without the top.
+
+    Parameters
+    ----------
+    x : KerasTensor
+        Input image (N, H, W, C). No rescaling or normalisation is applied: Tails' inputs are
+        already preprocessed.
+    width_coefficient, depth_coefficient : float
+        Scaling of the channels and of the number of blocks (B0: 1.0 and 1.0).
+    drop_connect_rate : float
+        Maximum stochastic-depth rate, growing linearly over the blocks (B0: 0.2).
+
+    Returns
+    -------
+    list of KerasTensor
+        ``[C3, C4, C5]``, feature maps of strides 8, 16 and 32.
+    """
+    x = layers.Conv2D(
+        round_filters(32, width_coefficient),
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=CONV_KERNEL_INITIALIZER,
+        name="stem_conv",
+    )(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("swish", name="stem_activation")(x)
+
+    total = sum(round_repeats(s[1], depth_coefficient) for s in B0_STAGES)
+    features, block = [], 0
+    for i, (kernel, repeats, f_in, f_out, expand, stride, se_ratio) in enumerate(B0_STAGES):
+        f_in = round_filters(f_in, width_coefficient)
+        f_out = round_filters(f_out, width_coefficient)
+        for j in range(round_repeats(repeats, depth_coefficient)):
+            x = mb_conv_block(
+                x,
+                filters_in=f_in if j == 0 else f_out,
+                filters_out=f_out,
+                kernel_size=kernel,
+                strides=stride if j == 0 else 1,
+                expand_ratio=expand,
+                se_ratio=se_ratio,
+                drop_rate=drop_connect_rate * block / total,
+                name=f"block{i + 1}{string.ascii_lowercase[j]}_",
+            )
+            block += 1
+        if i in _FEATURE_STAGES:
+            features.append(x)
+    return features
+
+
+def pyramid_inputs(c5, width: int) -> tuple:
+    """P6 and P7 from C5: P6 = maxpool(BN(conv1x1(C5))), P7 = maxpool(P6), both stride 2."""
+    p6 = layers.Conv2D(width, 1, padding="same", name="p6_resample_conv")(c5)
+    p6 = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="p6_resample_bn")(p6)
+    p6 = layers.MaxPooling2D(pool_size=3, strides=2, padding="same", name="p6_resample_pool")(p6)
+    p7 = layers.MaxPooling2D(pool_size=3, strides=2, padding="same", name="p7_resample_pool")(p6)
+    return p6, p7
+
+
+def location_head(features: Sequence, width: int = 64, depth: int = 3):
+    """Shared head over the pyramid levels, flattened to one vector per image.
+
+    Each level goes through ``depth`` x (3x3 conv shared by all levels, batch norm of its own,
+    swish), then a shared 3x3 conv with one sigmoid filter; the maps are flattened and
+    concatenated, P3 first.
+
+    Parameters
+    ----------
+    features : sequence of KerasTensor
+        ``[P3, ..., P7]``.
+    width, depth : int
+        Filters and number of the intermediate convolutions.
+
+    Returns
+    -------
+    KerasTensor
+        (N, sum of H_l * W_l), 1364 for 256x256 inputs.
+    """
+    init = keras.initializers.RandomNormal(mean=0.0, stddev=HEAD_KERNEL_STDDEV)
+    convs = [
+        layers.Conv2D(width, 3, padding="same", kernel_initializer=init, name=f"head_conv{i}")
+        for i in range(depth)
+    ]
+    prior = -math.log((1 - HEAD_PRIOR_PROBABILITY) / HEAD_PRIOR_PROBABILITY)
+    predict = layers.Conv2D(
+        1,
+        3,
+        padding="same",
+        activation="sigmoid",
+        kernel_initializer=init,
+        bias_initializer=keras.initializers.Constant(prior),
+        name="head_predict",
+    )
+    outputs = []
+    for level, x in zip(LEVELS, features):
+        for i, conv in enumerate(convs):
+            x = conv(x)
+            x = layers.BatchNormalization(
+                momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"head_bn{i}_p{level}"
+            )(x)
+            x = layers.Activation("swish", name=f"head_act{i}_p{level}")(x)
+        x = predict(x)
+        outputs.append(layers.Flatten(name=f"head_flatten_p{level}")(x))
+    return layers.Concatenate(axis=1, name="head_features")(outputs)
+
+
+def Tails(
+    input_shape: tuple[int, int, int] = (256, 256, 3),
+    *,
+    bifpn_width: int = 64,
+    bifpn_layers: int = 3,
+    head_depth: int = 3,
+    width_coefficient: float = 1.0,
+    depth_coefficient: float = 1.0,
+    drop_connect_rate: float = 0.2,
+    weighted_bifpn: bool = False,
+    name: str = "tails",
+) -> keras.Model:
+    """Build the Tails model (not compiled).
+
+    The defaults give the published architecture (about 3.95 M parameters). The other values are
+    meant for quick tests (e.g. ``width_coefficient=0.25, depth_coefficient=0.34, bifpn_width=16,
+    bifpn_layers=1, head_depth=1`` on 128x128 inputs).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        (height, width, channels); height and width must be multiples of 128 (the stride of P7).
+    bifpn_width : int
+        Channels of the BiFPN and the head (EfficientDet-D0: 64).
+    bifpn_layers : int
+        Number of BiFPN layers (D0: 3).
+    head_depth : int
+        Number of 3x3 convolutions of the head before the prediction (D0: 3).
+    width_coefficient, depth_coefficient : float
+        EfficientNet scaling of the backbone (B0: 1.0, 1.0).
+    drop_connect_rate : float
+        Stochastic depth of the backbone (B0: 0.2).
+    weighted_bifpn : bool
+        Fast normalised fusion in the BiFPN; the original Tails uses plain sums.
+    name : str
+        Name of the model.
+
+    Returns
+    -------
+    keras.Model
+        Maps (N, H, W, C) float32 triplets to (N, 3) = ``[p_comet, x/W, y/H]``, x being the column
+        and y the row of the comet inside the tile.
+
+    Raises
+    ------
+    ValueError
+        If the input size is not a multiple of 128 or a size parameter is not positive.
+    """
+    if len(input_shape) != 3 or any(int(s) <= 0 for s in input_shape):
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+    if input_shape[0] % 128 or input_shape[1] % 128:
+        raise ValueError(
+            f"input height and width must be multiples of 128 (the stride of P7), got {input_shape!r}"
+        )
+    for key, value in (("bifpn_width", bifpn_width), ("bifpn_layers", bifpn_layers), ("head_depth", head_depth)):
+        if int(value) < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+    triplet = keras.Input(shape=tuple(int(s) for s in input_shape), name="triplet")
+    c3, c4, c5 = efficientnet_backbone(
+        triplet,
+        width_coefficient=width_coefficient,
+        depth_coefficient=depth_coefficient,
+        drop_connect_rate=drop_connect_rate,
+    )
+    p6, p7 = pyramid_inputs(c5, bifpn_width)
+    features = [c3, c4, c5, p6, p7]
+    for i in range(bifpn_layers):
+        features = bifpn_layer(features, bifpn_width, i, weighted=weighted_bifpn)
+    x = location_head(features, width=bifpn_width, depth=head_depth)
+    # float32 output also under a mixed-precision policy
+    outputs = layers.Dense(3, activation="sigmoid", dtype="float32", name="loc")(x)
+    return keras.Model(inputs=triplet, outputs=outputs, name=name)
