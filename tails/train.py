@@ -1,0 +1,360 @@
+"""Training Tails() on simulated ZTF triplets: resumable, seeded, logged.
+
+The recipe is the original's (ZTF.md, "The original Tails", training branch):
+
+* loss ``1.2 x BCE(p) + 1.0 x L1(x, y)``, the L1 term on positive tiles only;
+* Adam, learning rate 3e-4, constant for 30 epochs and then multiplied by ``e^-0.1`` per epoch;
+* early stopping on the validation position error with a patience of 30 epochs.
+
+An "epoch" here is a fixed number of steps (``train.steps_per_epoch``) over balanced random
+batches, so that checkpoints come often on a CPU.  A run folder holds::
+
+    checkpoint/  model.weights.h5, optimizer.npz, state.json   (the last epoch; for resuming)
+    best.weights.h5     the weights with the lowest validation position error
+    log.csv             one line per epoch
+    train.json          the configuration it ran with
+    DONE                written when the run has finished
+
+Everything is written atomically; an interrupted run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["make_loss", "TileBatches", "augment_batch", "learning_rate", "train", "train_command"]
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- loss & metrics
+def make_loss(weight_p: float = 1.2, weight_xy: float = 1.0):
+    """The original's loss: ``weight_p * BCE(p) + weight_xy * L1(x, y)`` on positives."""
+    import keras
+    from keras import ops
+
+    def tails_loss(y_true, y_pred):
+        p_true, p_pred = y_true[:, :1], ops.clip(y_pred[:, :1], 1e-7, 1 - 1e-7)
+        bce = -(p_true * ops.log(p_pred) + (1 - p_true) * ops.log(1 - p_pred))[:, 0]
+        l1 = ops.sum(ops.abs(y_true[:, 1:] - y_pred[:, 1:]), axis=-1) * y_true[:, 0]
+        return weight_p * bce + weight_xy * l1
+
+    tails_loss.__name__ = "tails_loss"
+    keras.saving.register_keras_serializable("tails")(tails_loss)
+    return tails_loss
+
+
+def position_error_pix(y_true: np.ndarray, y_pred: np.ndarray, tile_size: int = 256) -> float:
+    """Mean Euclidean offset (px) between true and predicted positions, on positives."""
+    pos = y_true[:, 0] > 0.5
+    if not pos.any():
+        return float("nan")
+    d = (y_true[pos, 1:] - y_pred[pos, 1:]) * tile_size
+    return float(np.mean(np.hypot(d[:, 0], d[:, 1])))
+
+
+# ----------------------------------------------------------------------------- data
+def augment_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, tile_size: int = 256):
+    """Random flips and transposes (the 8 symmetries of the square), labels transformed alike.
+
+    The label ``x`` is the column and ``y`` the row, in units of the tile side, with pixel i at
+    ``i / tile_size``; a flip maps pixel i to ``tile_size - 1 - i``.
+    """
+    x = x.copy()
+    y = y.copy()
+    edge = (tile_size - 1) / tile_size
+    for i in range(len(x)):
+        pos = y[i, 0] > 0
+        if rng.random() < 0.5:  # transpose: swap rows and columns
+            x[i] = x[i].transpose(1, 0, 2)
+            if pos:
+                y[i, 1], y[i, 2] = y[i, 2], y[i, 1]
+        if rng.random() < 0.5:  # flip columns
+            x[i] = x[i][:, ::-1]
+            if pos:
+                y[i, 1] = edge - y[i, 1]
+        if rng.random() < 0.5:  # flip rows
+            x[i] = x[i][::-1, :]
+            if pos:
+                y[i, 2] = edge - y[i, 2]
+    return x, y
+
+
+def _py_dataset_base():
+    import keras
+
+    return keras.utils.PyDataset
+
+
+class TileBatches(_py_dataset_base()):
+    """Balanced random batches of training tiles, a fixed number per epoch.
+
+    Parameters
+    ----------
+    x : ndarray (N, T, T, 3), float16 or float32
+    y : ndarray (N, 3)
+    batch_size : int
+    steps : int
+        Batches per epoch.
+    positive_fraction : float
+        Fraction of positives in each batch.
+    augment : bool
+        Apply :func:`augment_batch`.
+    seed : int
+    """
+
+    def __init__(self, x, y, batch_size, steps, positive_fraction=0.5, augment=True, seed=0):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.x, self.y = x, y
+        self.batch_size, self.steps = int(batch_size), int(steps)
+        self.pos = np.flatnonzero(y[:, 0] > 0.5)
+        self.neg = np.flatnonzero(y[:, 0] <= 0.5)
+        if len(self.pos) == 0 or len(self.neg) == 0:
+            raise ValueError(
+                f"training set needs positives and negatives, has {len(self.pos)} and {len(self.neg)}"
+            )
+        self.n_pos = max(1, round(self.batch_size * positive_fraction))
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        idx = np.concatenate(
+            [
+                rng.choice(self.pos, self.n_pos),
+                rng.choice(self.neg, self.batch_size - self.n_pos),
+            ]
+        )
+        x = self.x[idx].astype(np.float32)
+        y = self.y[idx].astype(np.float32)
+        if self.augment:
+            x, y = augment_batch(x, y, rng, tile_size=x.shape[1])
+        return x, y
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(run_dir: Path, model, state: dict) -> None:
+    """Write weights, optimizer state and the loop state of the last epoch, atomically."""
+    ck = run_dir / "checkpoint"
+    _atomic(ck / "model.weights.h5", model.save_weights)
+    opt_vars = [np.asarray(v) for v in model.optimizer.variables]
+    _atomic(ck / "optimizer.npz", lambda t: np.savez(t, *opt_vars))
+    _atomic(ck / "state.json", lambda t: Path(t).write_text(json.dumps(state, indent=1)))
+
+
+def load_checkpoint(run_dir: Path, model) -> dict | None:
+    """Restore a run's last checkpoint into ``model`` (compiled); None when there is none."""
+    ck = run_dir / "checkpoint"
+    if not (ck / "state.json").is_file():
+        return None
+    model.load_weights(ck / "model.weights.h5")
+    model.optimizer.build(model.trainable_variables)
+    with np.load(ck / "optimizer.npz") as z:
+        values = [z[f"arr_{i}"] for i in range(len(z.files))]
+    if len(values) != len(model.optimizer.variables):
+        raise ValueError(
+            f"checkpoint {ck} holds {len(values)} optimizer variables, the model needs "
+            f"{len(model.optimizer.variables)}: it was made for another configuration"
+        )
+    for var, val in zip(model.optimizer.variables, values):
+        var.assign(val)
+    return json.loads((ck / "state.json").read_text())
+
+
+# ----------------------------------------------------------------------------- training
+def learning_rate(epoch: int, base: float, constant_epochs: int, decay: float) -> float:
+    """The original's schedule: constant, then ``x exp(-decay)`` per epoch."""
+    return base if epoch < constant_epochs else base * math.exp(-decay * (epoch - constant_epochs + 1))
+
+
+def _check_train_config(t: dict) -> None:
+    problems = []
+    for key in ("batch_size", "steps_per_epoch", "epochs"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            problems.append(f"train.{key} must be a positive integer, got {t[key]!r}")
+    if not 0 < float(t["positive_fraction"]) < 1:
+        problems.append(f"train.positive_fraction must be in (0, 1), got {t['positive_fraction']!r}")
+    if not float(t["learning_rate"]) > 0:
+        problems.append(f"train.learning_rate must be positive, got {t['learning_rate']!r}")
+    for key in ("seeds", "val_seeds"):
+        s = t["dataset"][key]
+        if not (isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) for v in s) and s[0] < s[1]):
+            problems.append(f"train.dataset.{key} must be [start, stop) integers with start < stop, got {s!r}")
+    if problems:
+        from .config import ConfigError
+
+        raise ConfigError("; ".join(problems))
+
+
+def _dataset(t: dict, config: dict, key_path: str, key_seeds: str, processes: int) -> tuple:
+    from .dataset import DatasetSpec, build_dataset, load_dataset
+
+    d = t["dataset"]
+    spec = DatasetSpec(
+        seeds=list(range(*d[key_seeds])),
+        comets_per_frame=int(d["comets_per_frame"]),
+        negatives_per_frame=int(d["negatives_per_frame"]),
+        tile_size=int(config["tails"]["tile_size"]),
+        tile_offset=int(config["tails"]["tile_offset"]),
+        reproject=config["tails"]["reproject"],
+    )
+    build_dataset(spec, d[key_path], processes=processes)
+    return load_dataset(d[key_path])
+
+
+def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) -> Path:
+    """Train Tails() as the config's ``train`` section says; resume an unfinished run.
+
+    Parameters
+    ----------
+    config : dict
+        A full configuration (:func:`tails.config.load_config`).
+    overwrite : bool
+        Start afresh even when ``train.output_dir`` holds a finished run.
+    max_epochs : int, optional
+        Stop after this many more epochs (for short sessions).
+
+    Returns
+    -------
+    Path
+        The run folder; ``best.weights.h5`` in it is the model to ship.
+
+    Raises
+    ------
+    tails.config.ConfigError
+        For a malformed ``train`` section.
+    FileExistsError
+        If the output folder holds a finished run and ``overwrite`` is False.
+    ValueError
+        If the data set is empty.
+    """
+    import keras
+
+    from .efficientdet import Tails
+
+    t = config["train"]
+    _check_train_config(t)
+    run_dir = Path(t["output_dir"])
+    if (run_dir / "DONE").exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"{run_dir} holds a finished training run; choose another train.output_dir "
+                "or pass --overwrite to replace it"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train.json").write_text(json.dumps(t, indent=1))
+
+    keras.utils.set_random_seed(int(t["seed"]))
+    processes = int(t["dataset"]["processes"])
+    x, y, _ = _dataset(t, config, "path", "seeds", processes)
+    xv, yv, _ = _dataset(t, config, "val_path", "val_seeds", processes)
+    log.info("training tiles: %d (%d positive); validation: %d (%d positive)",
+             len(y), int((y[:, 0] > 0.5).sum()), len(yv), int((yv[:, 0] > 0.5).sum()))
+
+    model = Tails(input_shape=x.shape[1:])
+    loss = make_loss(float(t["loss_weight_p"]), float(t["loss_weight_xy"]))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(t["learning_rate"])),
+        loss=loss,
+        jit_compile=bool(t["jit_compile"]),
+    )
+    state = load_checkpoint(run_dir, model) or {"epoch": 0, "best": None, "best_epoch": None, "seconds": 0.0}
+    if state["epoch"]:
+        log.info("resuming %s at epoch %d", run_dir, state["epoch"])
+
+    batches = TileBatches(
+        x, y, t["batch_size"], t["steps_per_epoch"], t["positive_fraction"], bool(t["augment"]), int(t["seed"])
+    )
+    last = int(t["epochs"]) if max_epochs is None else min(int(t["epochs"]), state["epoch"] + int(max_epochs))
+    deadline = time.time() + 3600 * float(t["max_hours"]) if t["max_hours"] else math.inf
+    log_path = run_dir / "log.csv"
+    fields = ["epoch", "lr", "loss", "val_loss", "val_accuracy", "val_position_error_pix", "seconds"]
+
+    stopped_early = False
+    while state["epoch"] < last and time.time() < deadline:
+        epoch = state["epoch"]
+        lr = learning_rate(epoch, float(t["learning_rate"]), int(t["lr_constant_epochs"]), float(t["lr_decay"]))
+        model.optimizer.learning_rate.assign(lr)
+        batches.epoch = epoch
+        t0 = time.time()
+        hist = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=2)
+        pred = model.predict(xv.astype(np.float32), batch_size=64, verbose=0)
+        val_loss = float(np.mean(np.asarray(loss(yv, pred))))
+        acc = float(np.mean((pred[:, 0] > 0.5) == (yv[:, 0] > 0.5)))
+        err = position_error_pix(yv, pred, tile_size=x.shape[1])
+        state["seconds"] += time.time() - t0
+        state["epoch"] = epoch + 1
+        row = {
+            "epoch": epoch + 1, "lr": lr, "loss": float(hist.history["loss"][-1]), "val_loss": val_loss,
+            "val_accuracy": acc, "val_position_error_pix": err, "seconds": round(state["seconds"], 1),
+        }
+        new = not log_path.exists()
+        with open(log_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        log.info("epoch %d: loss %.4f, val loss %.4f, val acc %.4f, val position error %.2f px",
+                 epoch + 1, row["loss"], val_loss, acc, err)
+        if state["best"] is None or (np.isfinite(err) and err < state["best"]):
+            state["best"], state["best_epoch"] = err, epoch + 1
+            _atomic(run_dir / "best.weights.h5", model.save_weights)
+        save_checkpoint(run_dir, model, state)
+        if state["epoch"] - (state["best_epoch"] or 0) >= int(t["early_stopping_patience"]):
+            log.info("early stopping: no improvement for %d epochs", t["early_stopping_patience"])
+            stopped_early = True
+            break
+
+    if stopped_early or state["epoch"] >= int(t["epochs"]):
+        (run_dir / "DONE").write_text(json.dumps(state))
+    return run_dir
+
+
+def train_command(config: str = "config.defaults.yaml", overwrite: bool = False,
+                  max_epochs: int | None = None) -> str:
+    """Train Tails() from a YAML config (its ``train`` section); resumes unfinished runs.
+
+    Parameters
+    ----------
+    config : str
+        A YAML config with the keys of config.defaults.yaml.
+    overwrite : bool
+        Replace a finished run in ``train.output_dir``.
+    max_epochs : int, optional
+        Train at most this many more epochs now (resume later).
+    """
+    from .config import load_config
+
+    run_dir = train(load_config(config), overwrite=overwrite, max_epochs=max_epochs)
+    return str(run_dir)
