@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 from typing import Mapping
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
 
 __all__ = ["ALERT_CUTOUT_SIZE", "make_triplet"]
 
@@ -20,7 +22,9 @@ def _cutout_data(cutout: Mapping | bytes) -> np.ndarray:
     raw = bytes(stamp)
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    with fits.open(io.BytesIO(raw)) as hdul:
+    # alert stamps carry a slightly non-standard SIMPLE card; the data are fine
+    with warnings.catch_warnings(), fits.open(io.BytesIO(raw)) as hdul:
+        warnings.simplefilter("ignore", VerifyWarning)
         for hdu in hdul:
             if hdu.data is not None:
                 return np.asarray(hdu.data, dtype=np.float32)
