@@ -23,11 +23,12 @@ def _cutout_data(cutout: Mapping | bytes) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     # alert stamps carry a slightly non-standard SIMPLE card; the data are fine
-    with warnings.catch_warnings(), fits.open(io.BytesIO(raw)) as hdul:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", VerifyWarning)
-        for hdu in hdul:
-            if hdu.data is not None:
-                return np.asarray(hdu.data, dtype=np.float32)
+        with fits.open(io.BytesIO(raw)) as hdul:
+            for hdu in hdul:
+                if hdu.data is not None:
+                    return np.asarray(hdu.data, dtype=np.float32)
     raise ValueError("alert cutout holds no image data")
 
 
