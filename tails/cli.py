@@ -7,6 +7,7 @@ is the ``run`` command on its own, with the original's flags.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import os
 import sys
@@ -209,22 +210,28 @@ def _guarded(func: Callable[..., Any], argv: list[str] | None) -> int:
         DownloadError = OSError  # type: ignore[misc,assignment]
 
     try:
-        result = fire.Fire(func, command=argv, name="tails")
-    except (UsageError, ConfigError, ValueError, FileNotFoundError, DownloadError) as e:
+        fire.Fire(func, command=argv, name="tails")
+    except (UsageError, ConfigError, ValueError, FileNotFoundError, FileExistsError, DownloadError) as e:
         print(f"tails: error: {e}", file=sys.stderr)
         return 2
     except fire.core.FireExit as e:  # --help and fire's own usage errors
         return int(e.code or 0)
-    if isinstance(result, dict) and "frames" in result and "candidates" in result:
-        _print_summary(result)
-        return 1 if result["done"] == 0 and result["frames"] > 0 else 0
     return 0
+
+
+@functools.wraps(run)
+def _run_and_summarise(*args: Any, **kwargs: Any) -> None:
+    """``run``, then the short summary; exit 1 when frames were asked for and none was done."""
+    summary = run(*args, **kwargs)
+    _print_summary(summary)
+    if summary["frames"] and not summary["done"]:
+        raise SystemExit(1)
 
 
 def run_main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/run_tails.py``: the ``run`` command with the original's flags."""
     _setup_logging()
-    return _guarded(run, argv)
+    return _guarded(_run_and_summarise, argv)
 
 
 def _commands() -> dict[str, Callable[..., Any]]:
@@ -259,7 +266,7 @@ def _commands() -> dict[str, Callable[..., Any]]:
         return benchmark_command(*args, **kwargs)
 
     return {
-        "run": run,
+        "run": _run_and_summarise,
         "simulate": simulate,
         "train": train,
         "evaluate": evaluate,

@@ -1,0 +1,138 @@
+"""Time one full ZTF frame through Tails, stage by stage: load, align, tessellate, infer, write.
+
+The frame is simulated (3080 x 3072, as IRSA serves it) into a local IRSA-layout mirror and
+downloaded into the cache once; the timed runs then start from the cache, so the figures exclude
+the download, as the target does.  The first run also pays for building the model's compiled
+function and is reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["benchmark", "benchmark_command"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("load", "align", "tessellate", "infer", "write")
+BENCH_FRAME = "ztf_20191014495961_000570_zr_c05_o_q3"
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def benchmark(
+    config: dict,
+    checkpoint: str | None = None,
+    repeats: int = 3,
+    nthreads: int = 2,
+    workdir: str | Path | None = None,
+    seed: int = 7,
+) -> dict[str, Any]:
+    """Run :func:`tails.detect.process_frame` ``repeats + 1`` times on one simulated frame.
+
+    Returns
+    -------
+    dict
+        Per-stage median seconds over the timed runs, the total, the first (warm-up) run,
+        peak memory (MiB) and the machine.
+    """
+    import os
+
+    from .detect import process_frame
+    from .efficientdet import Tails, load_model, model_name
+    from .irsa import IrsaClient
+    from .simulate import simulate_frame, write_frame
+
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="tails-bench-") as tmp:
+        tmp = Path(tmp)
+        sim = simulate_frame(BENCH_FRAME, seed=seed, n_comets=3)
+        write_frame(sim, tmp / "irsa")
+        cfg = json.loads(json.dumps(config))
+        cfg["irsa"]["url"] = (tmp / "irsa").resolve().as_uri() + "/"
+        try:
+            model, name = load_model(checkpoint), model_name(checkpoint)
+        except FileNotFoundError:
+            log.warning("no bundled model: timing freshly initialised weights (same cost)")
+            model, name = Tails(), "untrained"
+        client = IrsaClient.from_config(cfg)
+        client.fetch_frame(BENCH_FRAME, tmp / "data")  # download excluded from the timings
+
+        runs = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            result = process_frame(
+                BENCH_FRAME, model=model, config=cfg, base_path=tmp, nthreads=nthreads,
+                client=client, checkpoint_name=name,
+            )
+            result.timings["total"] = time.perf_counter() - t0
+            runs.append(result.timings)
+
+    timed = runs[1:] or runs
+    report = {
+        "frame": BENCH_FRAME,
+        "model": name,
+        "tiles": result.n_tiles,
+        "repeats": len(timed),
+        "seconds": {k: round(float(np.median([r[k] for r in timed])), 3) for k in (*STAGES, "total")},
+        "first_run_seconds": {k: round(v, 3) for k, v in runs[0].items()},
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "backend": __import__("keras").backend.backend(),
+        },
+    }
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short table of the benchmark."""
+    lines = [f"Tails benchmark: {report['frame']} ({report['tiles']} tiles), model {report['model']}, "
+             f"{report['machine']['cpus']} CPUs, backend {report['machine']['backend']}"]
+    for k in (*STAGES, "total"):
+        lines.append(f"  {k:<10} {report['seconds'][k]:7.2f} s")
+    lines.append(f"  first run  {report['first_run_seconds']['total']:7.2f} s (includes compiling the model)")
+    lines.append(f"  peak memory {report['peak_rss_mib']:.0f} MiB")
+    return "\n".join(lines)
+
+
+def benchmark_command(
+    config: str | None = None,
+    checkpoint: str | None = None,
+    repeats: int = 3,
+    nthreads: int = 2,
+    output: str | None = None,
+) -> str:
+    """Time one full frame stage by stage (download excluded) and print a table.
+
+    Parameters
+    ----------
+    config : str, optional
+        YAML config; default: config.defaults.yaml.
+    checkpoint : str, optional
+        Model weights; default: the bundled model.
+    repeats : int
+        Timed runs after one warm-up run.
+    nthreads : int
+        Threads for SWarp.
+    output : str, optional
+        Also write the report as JSON there.
+    """
+    from .config import load_config
+
+    report = benchmark(load_config(config), checkpoint=checkpoint, repeats=int(repeats), nthreads=int(nthreads))
+    if output:
+        Path(output).write_text(json.dumps(report, indent=1))
+    return format_report(report)
