@@ -1,0 +1,99 @@
+"""Training pieces: labels follow augmentation, tile labelling, schedule, and bad input refused."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tails.config import ConfigError, load_config
+from tails.dataset import label_tiles, load_dataset
+from tails.train import TileBatches, augment_batch, learning_rate, position_error_pix, train
+
+
+def test_labels_follow_every_flip_and_transpose():
+    rng = np.random.default_rng(0)
+    n, size = 64, 32
+    x = np.zeros((n, size, size, 3), np.float32)
+    y = np.zeros((n, 3), np.float32)
+    for i in range(n):
+        r, c = rng.integers(0, size, 2)
+        x[i, r, c, :] = 1.0
+        y[i] = (1.0, c / size, r / size)
+    xa, ya = augment_batch(x, y, rng, tile_size=size)
+    for i in range(n):
+        r, c = np.unravel_index(np.argmax(xa[i, ..., 0]), (size, size))
+        assert (c / size, r / size) == pytest.approx((ya[i, 1], ya[i, 2]), abs=1e-6)
+    assert not np.array_equal(xa, x)  # something was augmented
+
+
+def test_negatives_keep_their_labels_under_augmentation():
+    x = np.random.default_rng(1).normal(size=(8, 16, 16, 3)).astype(np.float32)
+    y = np.zeros((8, 3), np.float32)
+    _, ya = augment_batch(x, y, np.random.default_rng(2), tile_size=16)
+    assert not ya.any()
+
+
+def test_tiles_are_labelled_by_the_nucleus_they_hold():
+    offsets = np.array([[0, 0], [0, 236], [236, 0], [2000, 2000]])
+    comets = pd.DataFrame({"x": [240.0], "y": [220.0], "coma_pix": [30.0]})
+    labels, index, ambiguous = label_tiles(offsets, comets, tile_size=256)
+    # the nucleus at column 240 lies in the overlap of the first two tiles: both positive
+    np.testing.assert_allclose(labels[0], [1, 240 / 256, 220 / 256])
+    np.testing.assert_allclose(labels[1], [1, 4 / 256, 220 / 256])
+    assert index.tolist() == [0, 0, -1, -1]
+    # the tile below is within the coma's reach but holds no nucleus: left out
+    assert ambiguous.tolist() == [False, False, True, False]
+
+
+def test_learning_rate_schedule_is_the_originals():
+    assert learning_rate(0, 3e-4, 30, 0.1) == 3e-4
+    assert learning_rate(29, 3e-4, 30, 0.1) == 3e-4
+    assert learning_rate(30, 3e-4, 30, 0.1) == pytest.approx(3e-4 * np.exp(-0.1))
+    assert learning_rate(31, 3e-4, 30, 0.1) == pytest.approx(3e-4 * np.exp(-0.2))
+
+
+def test_batches_are_balanced_and_reproducible():
+    y = np.zeros((100, 3), np.float32)
+    y[:10, 0] = 1
+    x = np.zeros((100, 8, 8, 3), np.float16)
+    b = TileBatches(x, y, batch_size=8, steps=5, positive_fraction=0.5, augment=False, seed=3)
+    xb, yb = b[0]
+    assert xb.dtype == np.float32 and yb[:, 0].sum() == 4 and len(b) == 5
+    np.testing.assert_array_equal(b[0][1], yb)
+
+
+def test_position_error_in_pixels():
+    yt = np.array([[1, 0.5, 0.5], [0, 0, 0]], np.float32)
+    yp = np.array([[0.9, 0.5 + 3 / 256, 0.5 + 4 / 256], [0.1, 0.9, 0.9]], np.float32)
+    assert position_error_pix(yt, yp) == pytest.approx(5.0, abs=1e-4)
+
+
+def _config(tmp_path):
+    cfg = copy.deepcopy(load_config())
+    cfg["train"]["output_dir"] = str(tmp_path / "run")
+    cfg["train"]["dataset"]["path"] = str(tmp_path / "train")
+    cfg["train"]["dataset"]["val_path"] = str(tmp_path / "val")
+    return cfg
+
+
+def test_malformed_train_config_is_refused(tmp_path):
+    cfg = _config(tmp_path)
+    cfg["train"]["batch_size"] = 0
+    cfg["train"]["dataset"]["seeds"] = [5, 1]
+    with pytest.raises(ConfigError, match=r"train\.batch_size must be a positive integer.*train\.dataset\.seeds"):
+        train(cfg)
+
+
+def test_finished_run_is_not_overwritten(tmp_path):
+    cfg = _config(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "DONE").write_text("{}")
+    with pytest.raises(FileExistsError, match="finished training run.*--overwrite"):
+        train(cfg)
+
+
+def test_empty_data_set_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty data set"):
+        load_dataset(tmp_path / "empty")
