@@ -159,7 +159,7 @@ def make_frame(
     """A synthetic science frame and its reference on a shifted, rotated grid.
 
     Sources are placed at random sky positions inside both footprints, at least 15 px from the
-    science frame's edges and the reference's footprint, and rendered in both images at their
+    science frame's edges, the reference's footprint and each other, and rendered in both images at their
     true positions through each image's own WCS.
     """
     rng = np.random.default_rng(seed)
@@ -176,7 +176,9 @@ def make_frame(
         y = rng.uniform(margin, shape[0] - 1 - margin)
         ra, dec = w_sci.wcs_pix2world([[x, y]], 0)[0]
         xr, yr = w_ref.wcs_world2pix([[ra, dec]], 0)[0]
-        if margin <= xr <= ref_shape[1] - 1 - margin and margin <= yr <= ref_shape[0] - 1 - margin:
+        isolated = all((x - xo) ** 2 + (y - yo) ** 2 > 15**2 for xo, yo in zip(xs, ys))
+        inside = margin <= xr <= ref_shape[1] - 1 - margin and margin <= yr <= ref_shape[0] - 1 - margin
+        if isolated and inside:
             xs.append(x)
             ys.append(y)
     xs, ys = np.array(xs), np.array(ys)
