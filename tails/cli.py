@@ -203,15 +203,15 @@ def _guarded(func: Callable[..., Any], argv: list[str] | None) -> int:
     import fire
 
     from .config import ConfigError
+    from .irsa import DownloadError
+    from .kowalski import KowalskiError
+    from .models import ModelFetchError
 
-    try:
-        from .irsa import DownloadError
-    except ImportError:  # pragma: no cover - during bootstrap
-        DownloadError = OSError  # type: ignore[misc,assignment]
-
+    expected = (UsageError, ConfigError, ValueError, FileNotFoundError, FileExistsError,
+                DownloadError, KowalskiError, ModelFetchError)
     try:
         fire.Fire(func, command=argv, name="tails")
-    except (UsageError, ConfigError, ValueError, FileNotFoundError, FileExistsError, DownloadError) as e:
+    except expected as e:
         print(f"tails: error: {e}", file=sys.stderr)
         return 2
     except fire.core.FireExit as e:  # --help and fire's own usage errors
