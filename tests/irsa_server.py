@@ -224,7 +224,9 @@ class IrsaServer:
     def start(self) -> "IrsaServer":
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="irsa-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="irsa-server", daemon=True
+        )
         self._thread.start()
         return self
 
