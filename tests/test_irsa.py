@@ -181,3 +181,18 @@ def test_validate_fits_wrong_hdu(irsa_mirror):
     assert validate_fits(irsa_mirror.paths["diff"], 1) == irsa_mirror.frame.diff.shape
     with pytest.raises(DownloadError, match="HDU 0"):
         validate_fits(irsa_mirror.paths["diff"], 0)
+
+
+def test_real_fpack_difference_image_is_valid():
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("TAILS_ZTF_REAL")
+    real = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"
+    files = sorted((real / "didymos_diff").glob("*scimrefdiffimg.fits.fz"))
+    if not files:
+        pytest.skip("real ZTF data (../shared/data/ztf_real) not available")
+    for f in files:
+        assert len(validate_fits(f, 1)) == 2
+        with pytest.raises(DownloadError, match="no 2-d image in HDU 0"):
+            validate_fits(f, 0)

@@ -165,3 +165,35 @@ def test_config_has_original_settings():
     assert settings["COMBINE_TYPE"] == "CLIPPED"
     assert settings["WEIGHT_TYPE"] == "NONE"
     assert settings["BACK_SIZE"] == "128"
+
+
+def _ztf_real() -> "Path":
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("TAILS_ZTF_REAL")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"
+
+
+@needs_swarp
+def test_swarp_on_a_real_ztf_tpv_header():
+    """A real IRSA difference image (TPV WCS, 274 cards): a grid shifted by whole pixels is
+    re-projected back exactly, and the uncovered band is NaN."""
+    from astropy.io import fits
+
+    files = sorted((_ztf_real() / "didymos_diff").glob("*size256*scimrefdiffimg.fits.fz"))
+    if not files:
+        pytest.skip("real ZTF data (../shared/data/ztf_real) not available")
+    data = fits.getdata(files[0], 1).astype(np.float32)
+    header = fits.getheader(files[0], 1)
+    assert header["CTYPE1"] == "RA---TPV"
+    shifted = header.copy()
+    shifted["CRPIX1"] += 7  # reference pixel (x + 7, y - 5) is science pixel (x, y)
+    shifted["CRPIX2"] -= 5
+    out = swarp.reproject_swarp(data, shifted, header)
+    expected = np.full_like(data, np.nan)
+    expected[5:, :-7] = data[:-5, 7:]
+    assert np.isnan(out[:5]).all() and np.isnan(out[:, -7:]).all()
+    both = np.isfinite(out) & np.isfinite(expected)
+    assert both.sum() > 0.9 * np.isfinite(expected).sum()
+    np.testing.assert_allclose(out[both], expected[both], atol=1e-3)
