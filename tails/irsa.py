@@ -180,6 +180,10 @@ class IrsaClient:
         self.session = requests.Session()
         self._logged_in = False
         self._login_lock = threading.Lock()
+        # one lock per destination, so that threads fetching the same file (e.g. the reference
+        # shared by all exposures of a field) download it once
+        self._path_locks: dict[Path, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "IrsaClient":
@@ -282,6 +286,10 @@ class IrsaClient:
         Path
             ``path``.
 
+        Notes
+        -----
+        Thread-safe: concurrent calls for the same ``path`` download it once.
+
         Raises
         ------
         NotFoundError
@@ -291,6 +299,12 @@ class IrsaClient:
             is left behind.
         """
         path = Path(path)
+        with self._locks_lock:
+            lock = self._path_locks.setdefault(path.resolve(), threading.Lock())
+        with lock:
+            return self._download(url, path, hdu=hdu, what=what, context=context, force=force)
+
+    def _download(self, url: str, path: Path, *, hdu: int, what: str, context: str, force: bool) -> Path:
         if not force and path.exists():
             try:
                 validate_fits(path, hdu)

@@ -5,6 +5,7 @@ of ``https://irsa.ipac.caltech.edu/ibe/data/ztf/products/``.  It listens on 127.
 ephemeral port, one thread per request, and can misbehave on demand:
 
 - ``fail_next(n, status=500)``: answer the next ``n`` file requests with ``status``;
+- ``delay_next(n, seconds)``: answer the next ``n`` file requests late (client time-outs);
 - ``missing``: URL paths (or path suffixes) that answer 404 even if the file exists;
 - ``truncate``: serve only the first half of matching files, either announcing the full
   ``Content-Length`` and closing early (``truncate_mode="short"``, what a dropped connection
@@ -26,6 +27,7 @@ import http.server
 import secrets
 import sys
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -70,6 +72,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if owner._credentials is not None and not self._has_cookie(owner):
             self._send(401, b"login required\n")
             return
+
+        with owner._lock:
+            delay = 0.0
+            if owner._delay_count > 0:
+                owner._delay_count -= 1
+                delay = owner._delay_seconds
+        if delay:
+            time.sleep(delay)
 
         with owner._lock:
             if owner._fail_count > 0:
@@ -175,6 +185,8 @@ class IrsaServer:
         self.truncate_mode = "short"
         self._fail_count = 0
         self._fail_status = 500
+        self._delay_count = 0
+        self._delay_seconds = 0.0
         self._credentials: tuple[str, str] | None = None
         self._sessions: set[str] = set()
         self._lock = threading.Lock()
@@ -187,6 +199,12 @@ class IrsaServer:
         with self._lock:
             self._fail_count = n
             self._fail_status = status
+
+    def delay_next(self, n: int, seconds: float) -> None:
+        """Wait ``seconds`` before answering each of the next ``n`` file requests (time-outs)."""
+        with self._lock:
+            self._delay_count = n
+            self._delay_seconds = seconds
 
     def require_login(self, username: str, password: str) -> None:
         """Require a cookie from the login endpoint, given these credentials, for every file."""
@@ -203,6 +221,7 @@ class IrsaServer:
             self.requests.clear()
             self.logins = 0
             self._fail_count = 0
+            self._delay_count = 0
         self.missing.clear()
         self.truncate.clear()
         self.truncate_mode = "short"

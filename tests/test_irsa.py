@@ -196,3 +196,22 @@ def test_real_fpack_difference_image_is_valid():
         assert len(validate_fits(f, 1)) == 2
         with pytest.raises(DownloadError, match="no 2-d image in HDU 0"):
             validate_fits(f, 0)
+
+
+def test_timeouts_are_retried(irsa_server, irsa_mirror, tmp_path):
+    irsa_server.delay_next(1, seconds=1.0)
+    client = client_for(irsa_server, timeout=0.3, retries=2)
+    paths = client.fetch_frame(irsa_mirror.name, tmp_path / "data")
+    assert irsa_server.count(SCI) == 2
+    assert validate_fits(paths.sci) == irsa_mirror.frame.sci.shape
+
+
+def test_concurrent_fetches_of_one_file_download_it_once(irsa_server, irsa_mirror, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = client_for(irsa_server)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: client.fetch_frame(irsa_mirror.name, tmp_path / "data"), range(4)))
+    assert len({tuple(r) for r in results}) == 1
+    assert irsa_server.count(REF) == 1 and irsa_server.count(SCI) == 1
+    assert sorted(leftovers(tmp_path / "data")) == sorted(results[0])
