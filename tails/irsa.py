@@ -11,7 +11,7 @@ cache layout of :mod:`tails.frames`:
   readable FITS with an image in the expected HDU, and only then are moved into place with
   :func:`os.replace`, so the cache never holds a partial file;
 - a valid cached file is never fetched again; an invalid one is fetched anew;
-- time-outs, connection errors, incomplete bodies and HTTP 5xx are retried with exponential
+- time-outs, connection errors, incomplete bodies, HTTP 429 and 5xx are retried with exponential
   backoff (``backoff_factor * 2**attempt`` seconds); 401, 403 and 404 are not retried;
 - ``file://`` base URLs (a local mirror in IRSA's layout) are copied with the same checks.
 """
@@ -120,6 +120,12 @@ def validate_fits(path: str | Path, hdu: int = 0) -> tuple[int, ...]:
         raise DownloadError(f"{path} is corrupt or incomplete FITS: {e}") from e
 
 
+def _looks_like_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head"))
+
+
 def _is_file_url(url: str) -> bool:
     return url.lower().startswith("file:")
 
@@ -144,8 +150,8 @@ class IrsaClient:
     timeout : float
         Seconds to wait for the server (connect and read).
     retries : int
-        Retries after the first attempt on time-outs, connection errors, incomplete bodies and
-        HTTP 5xx.  401, 403 and 404 are never retried.
+        Retries after the first attempt on time-outs, connection errors, incomplete bodies,
+        HTTP 429 and 5xx.  401, 403 and 404 are never retried.
     backoff_factor : float
         Sleep ``backoff_factor * 2**attempt`` seconds before retry ``attempt`` (0-based).
 
@@ -325,6 +331,12 @@ class IrsaClient:
             try:
                 validate_fits(tmp, hdu)
             except DownloadError as e:
+                if _looks_like_html(tmp):
+                    raise DownloadError(
+                        f"the {label} is an HTML page, not FITS (a login or error page?); "
+                        "nothing was kept: for proprietary data set irsa.username and "
+                        "irsa.password, otherwise check irsa.url"
+                    ) from e
                 raise DownloadError(
                     f"the {label} was corrupt or truncated ({e}); "
                     "nothing was kept: try again later"
@@ -362,7 +374,7 @@ class IrsaClient:
                             f"not authorised to fetch the {label} (HTTP {status}): "
                             "proprietary data need irsa.username and irsa.password"
                         )
-                    if status >= 500:
+                    if status >= 500 or status == 429:
                         last = f"HTTP {status}"
                         continue
                     if status != 200:

@@ -215,3 +215,10 @@ def test_concurrent_fetches_of_one_file_download_it_once(irsa_server, irsa_mirro
     assert len({tuple(r) for r in results}) == 1
     assert irsa_server.count(REF) == 1 and irsa_server.count(SCI) == 1
     assert sorted(leftovers(tmp_path / "data")) == sorted(results[0])
+
+
+def test_html_instead_of_fits_says_so(irsa_mirror, tmp_path):
+    irsa_mirror.paths["sci"].write_text("<!DOCTYPE html><html><body>Please log in</body></html>")
+    with pytest.raises(DownloadError, match="HTML page, not FITS.*irsa.username"):
+        IrsaClient(irsa_mirror.url).fetch_frame(irsa_mirror.name, tmp_path / "data")
+    assert leftovers(tmp_path / "data") == []
