@@ -14,7 +14,6 @@ When SWarp is not installed, :func:`reproject_ref` falls back to the ``reproject
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import tempfile

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,8 +45,6 @@ def footprint_on_sci(frame) -> np.ndarray:
 
 def swarp_tempdirs() -> set[str]:
     root = tempfile.gettempdir()
-    import os
-
     return {d for d in os.listdir(root) if d.startswith("tails-swarp-")}
 
 
@@ -167,10 +167,7 @@ def test_config_has_original_settings():
     assert settings["BACK_SIZE"] == "128"
 
 
-def _ztf_real() -> "Path":
-    import os
-    from pathlib import Path
-
+def _ztf_real() -> Path:
     env = os.environ.get("TAILS_ZTF_REAL")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"
 
