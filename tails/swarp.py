@@ -114,6 +114,7 @@ def reproject_swarp(
     swarp: str | None = None,
     config: str | Path = SWARP_CONFIG,
     timeout: float = 600,
+    workdir: str | Path | None = None,
 ) -> np.ndarray:
     """Re-project a reference image onto the science grid with SWarp.
 
@@ -138,6 +139,9 @@ def reproject_swarp(
         SWarp configuration file.
     timeout : float
         Seconds before SWarp is killed.
+    workdir : path, optional
+        Where to make the temporary directory (default: the system's, ``$TMPDIR``); about
+        four times the image size is written there.
 
     Returns
     -------
@@ -160,7 +164,7 @@ def reproject_swarp(
     if shape is None:
         shape = (int(sci_header["NAXIS2"]), int(sci_header["NAXIS1"]))
     head = grid_header(sci_header, shape)
-    with tempfile.TemporaryDirectory(prefix="tails-swarp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tails-swarp-", dir=workdir) as tmp:
         tmpdir = Path(tmp)
         if isinstance(ref, (str, Path)):
             inpath = Path(ref).resolve()

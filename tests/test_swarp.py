@@ -194,3 +194,10 @@ def test_swarp_on_a_real_ztf_tpv_header():
     both = np.isfinite(out) & np.isfinite(expected)
     assert both.sum() > 0.9 * np.isfinite(expected).sum()
     np.testing.assert_allclose(out[both], expected[both], atol=1e-3)
+
+
+@needs_swarp
+def test_swarp_workdir_is_left_empty(frame, tmp_path):
+    out = swarp.reproject_swarp(frame.ref, frame.header_ref, frame.header_sci, workdir=tmp_path)
+    assert np.isfinite(out).any()
+    assert list(tmp_path.iterdir()) == []
