@@ -154,7 +154,7 @@ def frame_to_examples(
         Per tile: frame name, seed, tile offset, and the comet's truth for positives or the
         number of confusers for negatives.
     """
-    from .image import Troika, tile_stack
+    from .image import Troika
     from .preprocess import preprocess_tiles
     from .simulate import random_frame_name, simulate_frame, write_frame
 
@@ -165,8 +165,7 @@ def frame_to_examples(
         paths = write_frame(sim, tmp)
         troika = Troika.from_files(paths["sci"], paths["ref"], paths["diff"])
         ref_projected = troika.reproject_ref2sci(how=spec.reproject, nthreads=1)
-        xboxes, yboxes = troika.tessellate_boxes(box_size_pix=spec.tile_size, offset=spec.tile_offset)
-        raw, offsets = tile_stack((troika.sci, ref_projected, troika.zogy), xboxes, yboxes)
+        raw, offsets = troika.tiles(spec.tile_size, spec.tile_offset, ref=ref_projected)
     tiles, valid = preprocess_tiles(raw)
     del raw
 

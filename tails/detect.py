@@ -258,7 +258,7 @@ def process_frame(
     from astropy.coordinates import SkyCoord
 
     from .efficientdet import predict_tiles
-    from .image import Troika, tile_stack
+    from .image import Troika
     from .irsa import IrsaClient
 
     frame = parse_frame(name)
@@ -283,8 +283,7 @@ def process_frame(
     timings["align"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    xboxes, yboxes = troika.tessellate_boxes(box_size_pix=tile_size, offset=offset)
-    raw, offsets = tile_stack((troika.sci, ref_projected, troika.zogy), xboxes, yboxes)
+    raw, offsets = troika.tiles(tile_size, offset, ref=ref_projected)
     tiles, valid = preprocess_tiles(raw)
     n_skipped = int((~valid).sum())
     if n_skipped:
