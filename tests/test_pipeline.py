@@ -1,0 +1,137 @@
+"""The whole chain on frames served over loopback HTTP in IRSA's layout.
+
+* ``scripts/run_tails.py`` end to end: download, SWarp, tiles, model, CSV/npy/png, cleanup.
+* Coordinates: a source injected at a known pixel comes back at that pixel and at the WCS's
+  RA/Dec.  The model here is a small Keras model that reports the brightest pixel of the
+  difference channel, so the check is exact and independent of training.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.wcs import WCS
+from fitsutil import FRAME_NAME, make_frame, write_irsa_frame
+from irsa_server import IrsaServer
+from keras import ops
+
+from tails.config import load_config
+from tails.detect import DETECTION_COLUMNS, process_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def peak_model(size: int = 256, threshold: float = 0.1) -> keras.Model:
+    """p = 1 where the normalised difference peaks above ``threshold``; (x, y) = that peak."""
+
+    def peak(t):
+        flat = ops.reshape(t[..., 2], (-1, size * size))
+        idx = ops.argmax(flat, axis=1)
+        p = ops.cast(ops.max(flat, axis=1) > threshold, "float32")
+        col = ops.cast(idx % size, "float32") / size
+        row = ops.cast(idx // size, "float32") / size
+        return ops.stack([p, col, row], axis=1)
+
+    inp = keras.Input((size, size, 3))
+    return keras.Model(inp, keras.layers.Lambda(peak, output_shape=(3,))(inp), name="peak")
+
+
+def _gaussian(shape, x0, y0, flux, sigma=1.5):
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    return flux / (2 * np.pi * sigma**2) * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
+
+
+def _frame_with_transient(x0, y0, seed=3):
+    frame = make_frame(noise=2.0, seed=seed)
+    blob = _gaussian(frame.sci.shape, x0, y0, 5e4).astype(frame.sci.dtype)
+    frame.sci += blob
+    frame.diff += blob  # in sci and diff, not in the reference: like a comet
+    return frame
+
+
+def _config(url):
+    cfg = load_config()
+    cfg["irsa"]["url"] = url
+    return cfg
+
+
+def test_source_comes_back_at_its_pixel_and_sky_position(tmp_path):
+    x0, y0 = 150.0, 200.0  # inside all four overlapping tiles of the 300 x 280 frame
+    frame = _frame_with_transient(x0, y0)
+    write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=frame)
+    with IrsaServer(tmp_path / "irsa") as server:
+        result = process_frame(
+            FRAME_NAME, model=peak_model(), config=_config(server.url), base_path=tmp_path / "out",
+            checkpoint_name="peak",
+        )
+    det = result.detections
+    assert len(det) == 1, det  # seen in four overlapping tiles, reported once
+    assert (det.loc[0, "x"], det.loc[0, "y"]) == (x0, y0)
+    ra, dec = WCS(frame.header_sci).wcs_pix2world([[x0, y0]], 0)[0]
+    assert det.loc[0, "ra"] == pytest.approx(ra, abs=1e-9)
+    assert det.loc[0, "dec"] == pytest.approx(dec, abs=1e-9)
+    assert det.loc[0, "jd"] == pytest.approx(frame.header_sci["OBSJD"])
+    # the thumbnails are centred on it
+    cut = result.cutouts[0]["diff"]
+    assert cut.shape == (63, 63) and np.unravel_index(np.nanargmax(cut), cut.shape) == (31, 31)
+
+
+def test_run_tails_end_to_end_on_a_served_frame(tmp_path):
+    frame = _frame_with_transient(100.0, 60.0, seed=5)
+    write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=frame)
+    cfg_path = tmp_path / "config.yaml"
+    ckpt = tmp_path / "fresh.weights.h5"
+    from tails.efficientdet import Tails
+
+    Tails().save_weights(ckpt)  # untrained: this test is about the plumbing, not the scores
+    out = tmp_path / "out"
+    with IrsaServer(tmp_path / "irsa") as server:
+        import yaml
+
+        cfg_path.write_text(yaml.safe_dump(_config(server.url)))
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "run_tails.py"), f"--config={cfg_path}",
+             f"--checkpoint={ckpt}", "--score_threshold=0", "--cleanup=all",
+             f"--single_image={FRAME_NAME}", f"--output_base_path={out}"],
+            capture_output=True, text=True, timeout=600,
+        )
+    assert r.returncode == 0, r.stderr
+    assert "1/1 frame(s) done, 0 failed" in r.stdout
+    run_dir = out / "runs" / "20191014"
+    df = pd.read_csv(run_dir / f"{FRAME_NAME}.csv")
+    assert list(df.columns) == DETECTION_COLUMNS
+    assert len(df) >= 1 and (df["tails_v"] == "fresh").all() and df["ni"].tolist() == list(range(len(df)))
+    for ni in df["ni"]:
+        tile = np.load(run_dir / f"{FRAME_NAME}_{ni}.npy")
+        assert tile.shape == (256, 256, 3) and np.isfinite(tile).all()
+        assert (run_dir / f"{FRAME_NAME}_{ni}.png").stat().st_size > 5000
+    # --cleanup=all removed the downloads, and nothing temporary is left anywhere
+    assert not [p for p in (out / "data").rglob("*") if p.is_file()]
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_a_missing_reference_stops_the_frame_with_a_clear_error(tmp_path):
+    frame = _frame_with_transient(100.0, 60.0)
+    paths, _ = write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=frame)
+    paths["ref"].unlink()
+    ckpt = tmp_path / "fresh.weights.h5"
+    from tails.efficientdet import Tails
+
+    Tails().save_weights(ckpt)
+    cfg_path = tmp_path / "config.yaml"
+    import yaml
+
+    with IrsaServer(tmp_path / "irsa") as server:
+        cfg_path.write_text(yaml.safe_dump(_config(server.url)))
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "run_tails.py"), f"--config={cfg_path}",
+             f"--checkpoint={ckpt}", f"--single_image={FRAME_NAME}", f"--output_base_path={tmp_path / 'out'}"],
+            capture_output=True, text=True, timeout=600,
+        )
+    assert r.returncode == 2
+    assert "no reference image at" in r.stderr and "field 000570 c05 q3 zr" in r.stderr
+    assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").rglob("*.csv"))
