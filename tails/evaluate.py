@@ -1,0 +1,1138 @@
+"""Evaluation of a Tails model on held-out simulated frames, through the full CLI path.
+
+``tails evaluate`` (issue 3, item 3) simulates ZTF ccd-quadrant frames with seeds that training
+never uses (``evaluate.seeds``), writes them in IRSA's layout, serves that folder on a loopback
+HTTP server and runs :func:`tails.detect.process_frame` on every frame exactly as
+``scripts/run_tails.py`` would: download, SWarp, tiles, model, merging.  It then compares the
+detections with the simulator's truth.
+
+Definitions
+-----------
+* A **comet is recalled** at a threshold ``t`` when a detection with ``p > t`` lies within
+  ``evaluate.match_radius_pix`` of its nucleus (ZTF.md: the nucleus is the position Tails reports).
+* A **false positive** is a detection with ``p > t`` that is not within that radius of any comet's
+  nucleus.  False positives are counted per frame (= per ccd-quadrant) and per tile.
+* The **offset** of a recalled comet is the distance from its nucleus to the nearest such
+  detection; the report gives its RMSE and median in pixels.
+* A **tile is positive** when a comet's nucleus lies in it (the training labelling,
+  :func:`tails.dataset.label_tiles`); the per-tile ROC and PR curves and the FNR/FPR-versus-threshold
+  plot of the original paper use the model's score of every tile.
+
+The detector runs at threshold 0, so that every merged candidate is kept.  The greedy merging of
+:func:`tails.detect.merge_candidates` decides each candidate only from higher-scoring ones, so the
+detections at any threshold ``t`` are exactly the threshold-0 detections with ``p > t``: the curves
+are those of the product at each threshold, not an approximation.
+
+The report folder (``evaluate.output_dir``) holds ``metrics.json`` (every number), the plots
+``fnr_fpr_vs_threshold.png``, ``roc.png``, ``pr.png`` and ``offsets.png``, and the tables
+``comets.csv``, ``detections.csv`` and ``tiles.csv``.  It is written to a temporary folder and
+moved into place at the end, so an interrupted evaluation leaves no partial report.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import http.server
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "MAGNITUDE_BINS",
+    "TARGET_MAGNITUDE_BINS",
+    "COMA_BINS",
+    "REPORT_FILES",
+    "check_evaluate_config",
+    "match_detections",
+    "binned_recall",
+    "localisation_stats",
+    "count_false_positives",
+    "roc_curve",
+    "pr_curve",
+    "threshold_sweep",
+    "compute_metrics",
+    "FrameServer",
+    "evaluate",
+    "evaluate_command",
+]
+
+log = logging.getLogger(__name__)
+
+#: Magnitude bins of the recall table (issue 3, item 3): (label, low, high), low <= m < high.
+MAGNITUDE_BINS: tuple[tuple[str, float, float], ...] = (
+    ("<17", -math.inf, 17.0),
+    ("17-18.5", 17.0, 18.5),
+    ("18.5-19.5", 18.5, 19.5),
+    (">19.5", 19.5, math.inf),
+)
+
+#: Bins of the shipped model's recall targets (issue 3, item 4: >= 99% brighter than r = 19,
+#: >= 90% for 19-20).
+TARGET_MAGNITUDE_BINS: tuple[tuple[str, float, float], ...] = (
+    ("<19", -math.inf, 19.0),
+    ("19-20", 19.0, 20.0),
+)
+
+#: Coma radius bins in arcsec, over the simulated range 2"-60" (ZTF.md, "Comets as ZTF sees them").
+COMA_BINS: tuple[tuple[str, float, float], ...] = (
+    ("<5", -math.inf, 5.0),
+    ("5-10", 5.0, 10.0),
+    ("10-20", 10.0, 20.0),
+    (">20", 20.0, math.inf),
+)
+
+#: Files of a report.
+REPORT_FILES = (
+    "metrics.json",
+    "fnr_fpr_vs_threshold.png",
+    "roc.png",
+    "pr.png",
+    "offsets.png",
+    "comets.csv",
+    "detections.csv",
+    "tiles.csv",
+)
+
+#: Thresholds of the sampled curves in metrics.json: a 0.01 grid plus the high end, where a trained
+#: model's false positives live.
+THRESHOLDS = np.unique(
+    np.round(np.concatenate([np.linspace(0.0, 1.0, 101), 1.0 - np.logspace(-5, -2, 7)]), 8)
+)
+
+#: Magnitude columns of the truth table, in order of preference (total magnitude in the frame's band).
+_MAG_COLUMNS = ("mag", "mag_total", "mag_r", "magnitude")
+#: Coma radius columns, arcsec or pixels.
+_COMA_ARCSEC_COLUMNS = ("coma_arcsec", "coma_radius_arcsec")
+_COMA_PIX_COLUMNS = ("coma_pix", "coma_radius_pix")
+
+
+# ----------------------------------------------------------------------------- configuration
+def check_evaluate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the ``evaluate`` section of a configuration and return it with normalised values.
+
+    Parameters
+    ----------
+    config : mapping
+        A full configuration (:func:`tails.config.load_config`).
+
+    Returns
+    -------
+    dict
+        ``output_dir`` (Path), ``seeds`` (list of int), ``comets_per_frame`` (int),
+        ``score_threshold`` (float), ``match_radius_pix`` (float).
+
+    Raises
+    ------
+    tails.config.ConfigError
+        Naming the key that is missing or malformed, or when the seeds give no frame or overlap
+        the training or validation seeds.
+    """
+    from .config import ConfigError
+
+    section = config.get("evaluate") if isinstance(config, Mapping) else None
+    if not isinstance(section, Mapping):
+        raise ConfigError("config key 'evaluate' is missing or not a mapping: see config.defaults.yaml")
+    for key in ("output_dir", "seeds", "comets_per_frame", "score_threshold", "match_radius_pix"):
+        if key not in section:
+            raise ConfigError(f"config key 'evaluate.{key}' is missing: add it (see config.defaults.yaml)")
+
+    out = section["output_dir"]
+    if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+        raise ConfigError(f"config key 'evaluate.output_dir' must be a folder path, got {out!r}")
+
+    seeds = section["seeds"]
+    if not (
+        isinstance(seeds, (list, tuple))
+        and len(seeds) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ConfigError(
+            f"config key 'evaluate.seeds' must be [start, stop), two non-negative integers, got {seeds!r}"
+        )
+    if seeds[0] >= seeds[1]:
+        raise ConfigError(
+            f"config key 'evaluate.seeds' is {list(seeds)!r}: range(start, stop) holds no seed, so there "
+            "would be no frame to evaluate; give start < stop, e.g. [900000, 900040]"
+        )
+
+    n = section["comets_per_frame"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"config key 'evaluate.comets_per_frame' must be a positive integer, got {n!r}")
+
+    thr = section["score_threshold"]
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= float(thr) <= 1.0:
+        raise ConfigError(f"config key 'evaluate.score_threshold' must be a number in [0, 1], got {thr!r}")
+
+    radius = section["match_radius_pix"]
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not float(radius) > 0:
+        raise ConfigError(f"config key 'evaluate.match_radius_pix' must be a positive number, got {radius!r}")
+
+    eval_seeds = range(seeds[0], seeds[1])
+    dataset = (config.get("train") or {}).get("dataset") or {}
+    for key in ("seeds", "val_seeds"):
+        other = dataset.get(key)
+        if isinstance(other, (list, tuple)) and len(other) == 2:
+            lo, hi = max(seeds[0], int(other[0])), min(seeds[1], int(other[1]))
+            if lo < hi:
+                raise ConfigError(
+                    f"config key 'evaluate.seeds' {list(seeds)!r} overlaps 'train.dataset.{key}' "
+                    f"{list(other)!r} (seeds {lo}..{hi - 1}): evaluation frames must never be seen in "
+                    "training; choose a disjoint range"
+                )
+    return {
+        "output_dir": Path(out).expanduser(),
+        "seeds": list(eval_seeds),
+        "comets_per_frame": int(n),
+        "score_threshold": float(thr),
+        "match_radius_pix": float(radius),
+    }
+
+
+# ----------------------------------------------------------------------------- pure metrics
+@dataclass
+class Matches:
+    """Detections of one frame matched with its comets' nuclei.
+
+    Attributes
+    ----------
+    comet_detection : ndarray of int, shape (M,)
+        Per comet, the index of the nearest detection within the radius, -1 if none (missed).
+    comet_offset : ndarray of float, shape (M,)
+        Distance (px) from each comet's nucleus to that detection; NaN for missed comets.
+    comet_best_p : ndarray of float, shape (M,)
+        Highest score of the detections within the radius of each comet (-inf if none): the comet
+        is recalled at every threshold below this.
+    detection_true : ndarray of bool, shape (N,)
+        Per detection, whether it lies within the radius of some nucleus (else a false positive).
+    detection_comet : ndarray of int, shape (N,)
+        The nearest comet to each detection, -1 when there are no comets.
+    detection_distance : ndarray of float, shape (N,)
+        Distance (px) to that comet; inf when there are no comets.
+    """
+
+    comet_detection: np.ndarray
+    comet_offset: np.ndarray
+    comet_best_p: np.ndarray
+    detection_true: np.ndarray
+    detection_comet: np.ndarray
+    detection_distance: np.ndarray
+
+
+def match_detections(
+    detections_xy: np.ndarray,
+    scores: np.ndarray,
+    nuclei_xy: np.ndarray,
+    radius: float,
+) -> Matches:
+    """Match a frame's detections with the true nuclei of its comets.
+
+    Parameters
+    ----------
+    detections_xy : ndarray, shape (N, 2)
+        ``(x, y)`` of the detections (x the column, y the row; 0-based frame pixels).
+    scores : ndarray, shape (N,)
+        Their scores ``p``.
+    nuclei_xy : ndarray, shape (M, 2)
+        ``(x, y)`` of the comets' nuclei.
+    radius : float
+        A detection within this many pixels of a nucleus (``<=``) is a true detection of it.
+
+    Returns
+    -------
+    Matches
+    """
+    det = np.asarray(detections_xy, dtype=float).reshape(-1, 2)
+    p = np.asarray(scores, dtype=float).reshape(-1)
+    nuc = np.asarray(nuclei_xy, dtype=float).reshape(-1, 2)
+    if len(p) != len(det):
+        raise ValueError(f"{len(det)} detections but {len(p)} scores")
+    n, m = len(det), len(nuc)
+    dist = np.hypot(det[:, None, 0] - nuc[None, :, 0], det[:, None, 1] - nuc[None, :, 1])  # (N, M)
+    within = dist <= radius
+
+    comet_detection = np.full(m, -1, dtype=int)
+    comet_offset = np.full(m, np.nan)
+    comet_best_p = np.full(m, -np.inf)
+    for j in range(m):
+        hits = np.flatnonzero(within[:, j])
+        if hits.size:
+            k = hits[np.argmin(dist[hits, j])]
+            comet_detection[j] = k
+            comet_offset[j] = dist[k, j]
+            comet_best_p[j] = p[hits].max()
+
+    if m:
+        detection_comet = np.argmin(dist, axis=1) if n else np.zeros(0, dtype=int)
+        detection_distance = dist[np.arange(n), detection_comet] if n else np.zeros(0)
+    else:
+        detection_comet = np.full(n, -1, dtype=int)
+        detection_distance = np.full(n, np.inf)
+    return Matches(
+        comet_detection=comet_detection,
+        comet_offset=comet_offset,
+        comet_best_p=comet_best_p,
+        detection_true=within.any(axis=1) if m else np.zeros(n, dtype=bool),
+        detection_comet=detection_comet,
+        detection_distance=detection_distance,
+    )
+
+
+def _fraction(k: int, n: int) -> float | None:
+    return None if n == 0 else k / n
+
+
+def binned_recall(
+    values: np.ndarray,
+    recalled: np.ndarray,
+    bins: Sequence[tuple[str, float, float]],
+) -> dict[str, dict[str, Any]]:
+    """Recall in bins of a comet property (magnitude, coma size).
+
+    Parameters
+    ----------
+    values : ndarray, shape (M,)
+        The property of each comet; NaN values fall in no bin.
+    recalled : ndarray of bool, shape (M,)
+    bins : sequence of (label, low, high)
+        A comet is in a bin when ``low <= value < high``.
+
+    Returns
+    -------
+    dict
+        ``label -> {"low", "high", "n", "recalled", "recall"}``; ``recall`` is None for an empty
+        bin, and infinite edges are None.
+    """
+    v = np.asarray(values, dtype=float).reshape(-1)
+    r = np.asarray(recalled, dtype=bool).reshape(-1)
+    if len(v) != len(r):
+        raise ValueError(f"{len(v)} values but {len(r)} recalled flags")
+    out = {}
+    for label, lo, hi in bins:
+        inside = (v >= lo) & (v < hi)
+        n, k = int(inside.sum()), int((inside & r).sum())
+        out[label] = {
+            "low": None if math.isinf(lo) else lo,
+            "high": None if math.isinf(hi) else hi,
+            "n": n,
+            "recalled": k,
+            "recall": _fraction(k, n),
+        }
+    return out
+
+
+def localisation_stats(offsets: np.ndarray) -> dict[str, Any]:
+    """Statistics of the offsets (px) between matched detections and true nuclei.
+
+    Returns
+    -------
+    dict
+        ``n``, ``rmse_pix`` (root mean square), ``median_pix``, ``mean_pix``, ``p90_pix``,
+        ``max_pix``; None where there is no offset.
+    """
+    d = np.asarray(offsets, dtype=float).reshape(-1)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return {"n": 0, "rmse_pix": None, "median_pix": None, "mean_pix": None, "p90_pix": None, "max_pix": None}
+    return {
+        "n": int(d.size),
+        "rmse_pix": float(np.sqrt(np.mean(d**2))),
+        "median_pix": float(np.median(d)),
+        "mean_pix": float(np.mean(d)),
+        "p90_pix": float(np.percentile(d, 90)),
+        "max_pix": float(d.max()),
+    }
+
+
+def count_false_positives(
+    scores: np.ndarray,
+    is_true: np.ndarray,
+    threshold: float,
+    n_frames: int,
+    n_tiles: int,
+) -> dict[str, Any]:
+    """False positives at a threshold: detections with ``p > threshold`` near no nucleus.
+
+    Returns
+    -------
+    dict
+        ``total``, ``per_frame`` (per ccd-quadrant) and ``per_tile``.
+    """
+    p = np.asarray(scores, dtype=float).reshape(-1)
+    t = np.asarray(is_true, dtype=bool).reshape(-1)
+    total = int(((p > threshold) & ~t).sum())
+    return {
+        "total": total,
+        "per_frame": _fraction(total, int(n_frames)),
+        "per_tile": _fraction(total, int(n_tiles)),
+    }
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Receiver operating characteristic of scores against binary labels.
+
+    A sample is called positive when its score is ``>= threshold``.
+
+    Returns
+    -------
+    fpr, tpr, thresholds : ndarray
+        Starting at (0, 0) with threshold +inf, one point per distinct score, in decreasing
+        threshold order.  ``tpr`` (``fpr``) is NaN when there are no positives (negatives).
+    """
+    y = np.asarray(labels, dtype=bool).reshape(-1)
+    s = np.asarray(scores, dtype=float).reshape(-1)
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1] if len(s) else np.zeros(0, dtype=int)
+    tp = np.cumsum(y)[last] if len(s) else np.zeros(0)
+    fp = (last + 1) - tp
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    tpr = np.r_[0.0, tp / n_pos] if n_pos else np.full(len(last) + 1, np.nan)
+    fpr = np.r_[0.0, fp / n_neg] if n_neg else np.full(len(last) + 1, np.nan)
+    return fpr, tpr, np.r_[np.inf, s[last]]
+
+
+def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall of scores against binary labels (positive when ``score >= threshold``).
+
+    Returns
+    -------
+    precision, recall, thresholds : ndarray
+        One point per distinct score, in decreasing threshold order.
+    """
+    y = np.asarray(labels, dtype=bool).reshape(-1)
+    s = np.asarray(scores, dtype=float).reshape(-1)
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    if len(s) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
+    tp = np.cumsum(y)[last]
+    called = last + 1
+    n_pos = int(y.sum())
+    recall = tp / n_pos if n_pos else np.full(len(last), np.nan)
+    return tp / called, recall, s[last]
+
+
+def _auc(x: np.ndarray, y: np.ndarray) -> float | None:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return None
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+def _average_precision(precision: np.ndarray, recall: np.ndarray) -> float | None:
+    """Sum of precision times the recall gained at each threshold (the step-wise AP)."""
+    if len(recall) == 0 or not np.isfinite(recall).all():
+        return None
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def threshold_sweep(
+    thresholds: np.ndarray,
+    comet_best_p: np.ndarray,
+    detection_p: np.ndarray,
+    detection_true: np.ndarray,
+    tile_p: np.ndarray,
+    tile_positive: np.ndarray,
+    n_frames: int,
+    n_tiles: int,
+) -> pd.DataFrame:
+    """Detection- and tile-level rates at each threshold (a detection or tile counts when ``p > t``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``threshold``, ``recall`` (comets), ``fnr`` (1 - recall), ``fp_per_frame``,
+        ``fp_per_tile``, ``tile_tpr``, ``tile_fnr``, ``tile_fpr``.
+    """
+    t = np.asarray(thresholds, dtype=float).reshape(-1, 1)
+    best = np.asarray(comet_best_p, dtype=float).reshape(1, -1)
+    dp = np.asarray(detection_p, dtype=float).reshape(1, -1)
+    dtrue = np.asarray(detection_true, dtype=bool).reshape(1, -1)
+    tp_ = np.asarray(tile_p, dtype=float).reshape(1, -1)
+    tpos = np.asarray(tile_positive, dtype=bool).reshape(1, -1)
+
+    def rate(k: np.ndarray, n: int) -> np.ndarray:
+        return k / n if n else np.full(len(t), np.nan)
+
+    recall = rate((best > t).sum(axis=1), best.shape[1])
+    fp = ((dp > t) & ~dtrue).sum(axis=1)
+    tile_tpr = rate(((tp_ > t) & tpos).sum(axis=1), int(tpos.sum()))
+    tile_fpr = rate(((tp_ > t) & ~tpos).sum(axis=1), int((~tpos).sum()))
+    return pd.DataFrame(
+        {
+            "threshold": t[:, 0],
+            "recall": recall,
+            "fnr": 1.0 - recall,
+            "fp_per_frame": rate(fp, n_frames),
+            "fp_per_tile": rate(fp, n_tiles),
+            "tile_tpr": tile_tpr,
+            "tile_fnr": 1.0 - tile_tpr,
+            "tile_fpr": tile_fpr,
+        }
+    )
+
+
+def _comet_properties(comets: pd.DataFrame, pixscale: float | pd.Series = 1.01) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude and coma radius (arcsec) of each comet, NaN where the truth lacks them."""
+    mag = next((comets[c].to_numpy(float) for c in _MAG_COLUMNS if c in comets), np.full(len(comets), np.nan))
+    coma = next((comets[c].to_numpy(float) for c in _COMA_ARCSEC_COLUMNS if c in comets), None)
+    if coma is None:
+        pix = next((comets[c].to_numpy(float) for c in _COMA_PIX_COLUMNS if c in comets), None)
+        coma = np.full(len(comets), np.nan) if pix is None else pix * np.asarray(pixscale, dtype=float)
+    return mag, coma
+
+
+def compute_metrics(
+    comets: pd.DataFrame,
+    detections: pd.DataFrame,
+    tiles: pd.DataFrame,
+    n_frames: int,
+    score_threshold: float,
+) -> dict[str, Any]:
+    """All the numbers of a report from the per-comet, per-detection and per-tile tables.
+
+    Parameters
+    ----------
+    comets : DataFrame
+        One row per comet: ``best_p`` (highest score of a detection within the match radius,
+        -inf if none), ``offset_pix_at`` ... as made by :func:`evaluate`; at least ``best_p``,
+        ``mag``, ``coma_arcsec`` and ``offset_pix`` (distance to the nearest detection within the
+        radius with ``p > score_threshold``, NaN if none).
+    detections : DataFrame
+        One row per threshold-0 detection: ``p`` and ``true`` (within the radius of a nucleus).
+    tiles : DataFrame
+        One row per scored tile: ``p`` and ``positive``.
+    n_frames : int
+        Frames evaluated.
+    score_threshold : float
+        The threshold of the headline numbers.
+
+    Returns
+    -------
+    dict
+    """
+    thr = float(score_threshold)
+    best_p = comets["best_p"].to_numpy(float)
+    recalled = best_p > thr
+    n_tiles = len(tiles)
+    tile_p = tiles["p"].to_numpy(float)
+    tile_pos = tiles["positive"].to_numpy(bool)
+    det_p = detections["p"].to_numpy(float)
+    det_true = detections["true"].to_numpy(bool)
+
+    fpr, tpr, roc_t = roc_curve(tile_pos, tile_p)
+    precision, rec, pr_t = pr_curve(tile_pos, tile_p)
+    sweep = threshold_sweep(THRESHOLDS, best_p, det_p, det_true, tile_p, tile_pos, n_frames, n_tiles)
+
+    n_pos, n_neg = int(tile_pos.sum()), int((~tile_pos).sum())
+    tile_called = tile_p > thr
+    kept = det_p > thr
+    return {
+        "counts": {
+            "frames": int(n_frames),
+            "tiles": n_tiles,
+            "tiles_positive": n_pos,
+            "tiles_negative": n_neg,
+            "comets": int(len(comets)),
+            "detections": int(kept.sum()),
+            "true_detections": int((kept & det_true).sum()),
+            "false_positives": int((kept & ~det_true).sum()),
+        },
+        "recall": {
+            "overall": {"n": int(len(comets)), "recalled": int(recalled.sum()),
+                        "recall": _fraction(int(recalled.sum()), len(comets))},
+            "by_magnitude": binned_recall(comets["mag"].to_numpy(float), recalled, MAGNITUDE_BINS),
+            "by_magnitude_targets": binned_recall(comets["mag"].to_numpy(float), recalled, TARGET_MAGNITUDE_BINS),
+            "by_coma_radius_arcsec": binned_recall(comets["coma_arcsec"].to_numpy(float), recalled, COMA_BINS),
+        },
+        "false_positives": count_false_positives(det_p, det_true, thr, n_frames, n_tiles),
+        "localisation": localisation_stats(comets["offset_pix"].to_numpy(float)[recalled]),
+        "tiles": {
+            "tpr": _fraction(int((tile_called & tile_pos).sum()), n_pos),
+            "fpr": _fraction(int((tile_called & ~tile_pos).sum()), n_neg),
+            "roc_auc": _auc(fpr, tpr),
+            "average_precision": _average_precision(precision, rec),
+        },
+        "curves": {k: sweep[k].tolist() for k in sweep.columns},
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": roc_t.tolist()},
+        "pr": {"precision": precision.tolist(), "recall": rec.tolist(), "thresholds": pr_t.tolist()},
+    }
+
+
+# ----------------------------------------------------------------------------- plots
+def _figure(width: float = 6.0, height: float = 4.5):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def plot_fnr_fpr(metrics: dict[str, Any], path: Path) -> None:
+    """The original paper's plot: false negative and false positive rates versus threshold."""
+    c, thr = metrics["curves"], metrics["score_threshold"]
+    t = np.asarray(c["threshold"], float)
+    fig = _figure(10.0, 4.2)
+    ax1, ax2 = fig.subplots(1, 2)
+    floor = 0.5 / max(1, metrics["counts"]["tiles"])
+    ax1.plot(t, np.maximum(np.asarray(c["tile_fnr"], float), floor), label="FNR (positive tiles missed)")
+    ax1.plot(t, np.maximum(np.asarray(c["tile_fpr"], float), floor), label="FPR (negative tiles called)")
+    ax1.set_yscale("log")
+    ax1.set_title(f"per tile ({metrics['counts']['tiles']} tiles)")
+    ax2.plot(t, np.asarray(c["fnr"], float), label="comets missed (1 - recall)")
+    ax2b = ax2.twinx()
+    ax2b.plot(t, np.asarray(c["fp_per_frame"], float), color="C3", label="false positives per frame")
+    ax2b.set_ylabel("false positives per ccd-quadrant", color="C3")
+    ax2.set_ylabel("fraction of comets missed")
+    ax2.set_title(f"per comet / frame ({metrics['counts']['comets']} comets, {metrics['counts']['frames']} frames)")
+    for ax in (ax1, ax2):
+        ax.axvline(thr, color="0.5", ls="--", lw=1, label=f"threshold {thr:g}")
+        ax.set_xlabel("score threshold")
+        ax.set_xlim(0, 1)
+    ax1.set_ylabel("rate")
+    ax1.legend(fontsize=8)
+    lines = ax2.get_legend_handles_labels()
+    lines_b = ax2b.get_legend_handles_labels()
+    ax2.legend(lines[0] + lines_b[0], lines[1] + lines_b[1], fontsize=8, loc="upper center")
+    fig.suptitle(f"Tails {metrics['model']}: error rates versus threshold")
+    _save_figure(fig, path)
+
+
+def plot_roc(metrics: dict[str, Any], path: Path) -> None:
+    """Per-tile ROC curve, false positive rate on a log axis."""
+    fpr = np.asarray(metrics["roc"]["fpr"], float)
+    tpr = np.asarray(metrics["roc"]["tpr"], float)
+    fig = _figure()
+    ax = fig.subplots()
+    floor = 0.5 / max(1, metrics["counts"]["tiles_negative"])
+    auc = metrics["tiles"]["roc_auc"]
+    ax.step(np.maximum(fpr, floor), tpr, where="post", label=f"AUC = {auc:.4f}" if auc is not None else "AUC n/a")
+    if metrics["tiles"]["fpr"] is not None and metrics["tiles"]["tpr"] is not None:
+        ax.plot(max(metrics["tiles"]["fpr"], floor), metrics["tiles"]["tpr"], "o", color="C3",
+                label=f"threshold {metrics['score_threshold']:g}")
+    ax.set_xscale("log")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate (negative tiles)")
+    ax.set_ylabel("true positive rate (tiles with a nucleus)")
+    ax.set_title(f"Tails {metrics['model']}: per-tile ROC")
+    ax.legend(loc="lower right")
+    _save_figure(fig, path)
+
+
+def plot_pr(metrics: dict[str, Any], path: Path) -> None:
+    """Per-tile precision-recall curve."""
+    precision = np.asarray(metrics["pr"]["precision"], float)
+    recall = np.asarray(metrics["pr"]["recall"], float)
+    fig = _figure()
+    ax = fig.subplots()
+    ap = metrics["tiles"]["average_precision"]
+    ax.step(recall, precision, where="post", label=f"AP = {ap:.4f}" if ap is not None else "AP n/a")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("recall (tiles with a nucleus)")
+    ax.set_ylabel("precision")
+    ax.set_title(f"Tails {metrics['model']}: per-tile precision-recall")
+    ax.legend(loc="lower left")
+    _save_figure(fig, path)
+
+
+def plot_offsets(offsets: np.ndarray, metrics: dict[str, Any], path: Path) -> None:
+    """Histogram of the offsets between recalled comets' nuclei and their detections."""
+    d = np.asarray(offsets, float)
+    d = d[np.isfinite(d)]
+    loc = metrics["localisation"]
+    fig = _figure()
+    ax = fig.subplots()
+    radius = metrics["match_radius_pix"]
+    ax.hist(d, bins=np.linspace(0, radius, 41), color="C0")
+    if loc["n"]:
+        ax.axvline(loc["median_pix"], color="C1", ls="--", label=f"median {loc['median_pix']:.2f} px")
+        ax.axvline(loc["rmse_pix"], color="C3", ls=":", label=f"RMSE {loc['rmse_pix']:.2f} px")
+        ax.legend()
+    ax.set_xlabel("offset from the true nucleus (px)")
+    ax.set_ylabel("comets")
+    ax.set_title(f"Tails {metrics['model']}: localisation ({loc['n']} comets, p > {metrics['score_threshold']:g})")
+    _save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------- I/O helpers
+def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    """Replace NaN and infinities (not JSON) by None, numpy scalars by Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return round(f, 8) if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # keep the progress bar clean
+        log.debug("irsa mirror: " + format, *args)
+
+
+class FrameServer:
+    """A loopback HTTP server (127.0.0.1, ephemeral port) serving an IRSA-layout folder.
+
+    The detector downloads the simulated frames from it through :class:`tails.irsa.IrsaClient`,
+    as it would from IRSA.  Use it as a context manager; ``url`` is the base URL to put in
+    ``irsa.url``.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        handler = functools.partial(_QuietHandler, directory=str(self.root))
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="tails-evaluate-irsa", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def __enter__(self) -> "FrameServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+class _TileScoreRecorder:
+    """Passes a Keras model through to the detector and keeps the per-tile predictions it makes.
+
+    :func:`tails.detect.process_frame` does not return every tile's score, only the merged
+    candidates; this thin wrapper records what ``predict_on_batch`` returns so the per-tile curves
+    use exactly the scores of the CLI path.
+    """
+
+    def __init__(self, model: Any) -> None:
+        object.__setattr__(self, "_model", model)
+        object.__setattr__(self, "batches", [])
+
+    def predict_on_batch(self, x: Any) -> Any:
+        out = self._model.predict_on_batch(x)
+        self.batches.append(np.asarray(out, dtype=np.float32))
+        return out
+
+    def take(self) -> np.ndarray:
+        batches = self.batches
+        object.__setattr__(self, "batches", [])
+        return np.concatenate(batches, axis=0) if batches else np.zeros((0, 3), np.float32)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._model, name, value)
+
+
+def _tile_offsets(shape: tuple[int, int], tile_size: int, tile_offset: int) -> np.ndarray:
+    """``(row0, col0)`` of the detector's tiles, in its order (:func:`tails.image.tile_stack`)."""
+    from .image import tessellate
+
+    xboxes, yboxes = tessellate(shape, box_size_pix=tile_size, offset=tile_offset)
+    row0 = np.repeat([b[0] for b in xboxes], len(yboxes))
+    col0 = np.tile([b[0] for b in yboxes], len(xboxes))
+    return np.stack([row0, col0], axis=1)
+
+
+def _frame_tile_scores(result: Any, recorded: np.ndarray, shape: tuple[int, int], tcfg: Mapping) -> pd.DataFrame | None:
+    """Every tile's prediction and offset for one frame, or None when they cannot be recovered."""
+    preds = getattr(result, "tile_predictions", None)
+    offsets = getattr(result, "tile_offsets", None)
+    valid = getattr(result, "tile_valid", None)
+    if preds is not None and offsets is not None:
+        preds = np.asarray(preds, float).reshape(-1, 3)
+        offsets = np.asarray(offsets).reshape(-1, 2)
+        valid = np.ones(len(preds), bool) if valid is None else np.asarray(valid, bool)
+    else:
+        offsets = _tile_offsets(shape, int(tcfg["tile_size"]), int(tcfg["tile_offset"]))
+        if len(recorded) != len(offsets) or int(getattr(result, "n_skipped", 0)):
+            return None  # tiles were skipped, and which ones is not known here
+        preds, valid = recorded.astype(float), np.ones(len(offsets), bool)
+    return pd.DataFrame(
+        {"row0": offsets[:, 0], "col0": offsets[:, 1], "p": preds[:, 0], "valid": valid}
+    )[valid].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- the evaluation
+@dataclass
+class _Collected:
+    comets: list[pd.DataFrame] = field(default_factory=list)
+    detections: list[pd.DataFrame] = field(default_factory=list)
+    tiles: list[pd.DataFrame] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    frames: int = 0
+    tiles_skipped: int = 0
+    frames_without_tile_scores: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: {"simulate": 0.0, "detect": 0.0})
+
+
+def _frame_name(seed: int, taken: set[str]) -> str:
+    from .simulate import random_frame_name
+
+    rng = np.random.default_rng(seed)
+    name = random_frame_name(rng)
+    while name in taken:  # astronomically unlikely, but two frames must never share a cache path
+        name = random_frame_name(rng)
+    return name
+
+
+def _evaluate_frame(
+    seed: int,
+    name: str,
+    *,
+    recorder: _TileScoreRecorder,
+    config: dict,
+    ecfg: dict,
+    mirror: Path,
+    workdir: Path,
+    client: Any,
+    checkpoint_name: str,
+    acc: _Collected,
+) -> None:
+    """Simulate, serve and detect one frame; append its rows to ``acc``."""
+    from astropy.io import fits
+
+    from .dataset import label_tiles
+    from .detect import process_frame
+    from .simulate import simulate_frame, write_frame
+
+    t0 = time.perf_counter()
+    sim = simulate_frame(name, seed=seed, n_comets=ecfg["comets_per_frame"])
+    paths = write_frame(sim, mirror)
+    header = fits.getheader(paths["sci"])
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    pixscale = float(header.get("PIXSCALE", 1.01))  # ZTF.md: 1.01"/px
+    acc.seconds["simulate"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    recorder.take()
+    result = process_frame(
+        name,
+        model=recorder,
+        config=config,
+        base_path=workdir,
+        score_threshold=0.0,
+        cleanup="none",
+        client=client,
+        checkpoint_name=checkpoint_name,
+        write_png=False,
+    )
+    recorded = recorder.take()
+    acc.seconds["detect"] += time.perf_counter() - t0
+
+    truth = sim.truth
+    kind = truth["kind"].astype(str) if "kind" in truth else pd.Series(["comet"] * len(truth), index=truth.index)
+    comets = truth[kind == "comet"].reset_index(drop=True)
+    det = result.detections
+    radius = ecfg["match_radius_pix"]
+    det_xy = det[["x", "y"]].to_numpy(float) if len(det) else np.zeros((0, 2))
+    det_p = det["p"].to_numpy(float) if len(det) else np.zeros(0)
+    nuclei = comets[["x", "y"]].to_numpy(float)
+    m = match_detections(det_xy, det_p, nuclei, radius)
+
+    # the offset at the report's threshold: nearest detection above it within the radius
+    above = det_p > ecfg["score_threshold"]
+    m_thr = match_detections(det_xy[above], det_p[above], nuclei, radius)
+    mag, coma = _comet_properties(comets, pixscale)
+    acc.comets.append(
+        pd.DataFrame(
+            {
+                "frame": name,
+                "seed": seed,
+                "x": nuclei[:, 0],
+                "y": nuclei[:, 1],
+                "mag": mag,
+                "coma_arcsec": coma,
+                "best_p": m.comet_best_p,
+                "offset_pix": m_thr.comet_offset,
+            }
+        )
+    )
+    acc.detections.append(
+        pd.DataFrame(
+            {
+                "frame": name,
+                "seed": seed,
+                "p": det_p,
+                "x": det_xy[:, 0],
+                "y": det_xy[:, 1],
+                "true": m.detection_true,
+                "nearest_comet_pix": m.detection_distance,
+            }
+        )
+    )
+
+    tiles = _frame_tile_scores(result, recorded, shape, config["tails"])
+    if tiles is None:
+        acc.frames_without_tile_scores.append(name)
+        log.warning("%s: %d tile(s) skipped by the detector; its tiles are left out of the per-tile curves",
+                    name, getattr(result, "n_skipped", 0))
+    else:
+        comets_pix = comets.assign(coma_pix=coma / pixscale)
+        labels, _, ambiguous = label_tiles(tiles[["row0", "col0"]].to_numpy(), comets_pix,
+                                           int(config["tails"]["tile_size"]))
+        tiles.insert(0, "frame", name)
+        tiles["positive"] = labels[:, 0] > 0
+        tiles["partial_coma"] = ambiguous
+        acc.tiles.append(tiles.drop(columns="valid"))
+    acc.tiles_skipped += int(getattr(result, "n_skipped", 0))
+    acc.frames += 1
+
+
+def _concat(frames: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"evaluate.output_dir {out} is a file, not a folder: choose another path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds an evaluation report; choose another evaluate.output_dir "
+            "or pass --overwrite to replace it"
+        )
+
+
+def evaluate(
+    config: dict,
+    checkpoint: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    model: Any = None,
+) -> dict[str, Any]:
+    """Evaluate a model on held-out simulated frames and write the report.
+
+    Parameters
+    ----------
+    config : dict
+        A full configuration (:func:`tails.config.load_config`); its ``evaluate`` section says which
+        frames and where the report goes, its ``tails`` section how the detector runs.
+    checkpoint : path, optional
+        Weights (``.weights.h5``) to evaluate; None means ``tails.checkpoint`` of the config, or
+        the bundled model.
+    overwrite : bool
+        Replace a report already in ``evaluate.output_dir``.
+    model : keras.Model, optional
+        A model to evaluate as it is (e.g. freshly built); ``checkpoint`` is then only its name.
+
+    Returns
+    -------
+    dict
+        The metrics, as written to ``metrics.json``.
+
+    Raises
+    ------
+    tails.config.ConfigError
+        For a malformed ``evaluate`` section (the key is named) or seeds that give no frame.
+    FileExistsError
+        If ``evaluate.output_dir`` holds a report and ``overwrite`` is False.
+    RuntimeError
+        If not a single frame could be evaluated.
+    """
+    from tqdm.auto import tqdm
+
+    from .irsa import IrsaClient
+
+    ecfg = check_evaluate_config(config)
+    out = ecfg["output_dir"].resolve()
+    _check_output(out, overwrite)
+
+    if checkpoint is None:
+        checkpoint = config.get("tails", {}).get("checkpoint")
+    if model is None:
+        from .efficientdet import load_model, model_name
+
+        model = load_model(checkpoint)
+        name = model_name(checkpoint)
+    else:
+        name = Path(checkpoint).name.removesuffix(".weights.h5") if checkpoint else getattr(model, "name", "tails")
+    recorder = _TileScoreRecorder(model)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    acc = _Collected()
+    names: set[str] = set()
+    log.info("evaluating %s on %d simulated frame(s), seeds %d..%d", name, len(ecfg["seeds"]),
+             ecfg["seeds"][0], ecfg["seeds"][-1])
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work:
+        work = Path(work)
+        mirror, runs = work / "irsa", work / "run"
+        mirror.mkdir()
+        with FrameServer(mirror) as server:
+            cfg = json.loads(json.dumps(config))  # a deep copy
+            cfg["irsa"]["url"] = server.url
+            cfg["irsa"]["username"] = "anonymous"
+            log.info("serving simulated frames at %s", server.url)
+            with IrsaClient.from_config(cfg) as client:
+                for seed in tqdm(ecfg["seeds"], desc="evaluate", unit="frame"):
+                    frame = _frame_name(seed, names)
+                    names.add(frame)
+                    try:
+                        _evaluate_frame(seed, frame, recorder=recorder, config=cfg, ecfg=ecfg, mirror=mirror,
+                                        workdir=runs, client=client, checkpoint_name=name, acc=acc)
+                    except Exception as e:  # one bad frame never stops the evaluation
+                        acc.failed[frame] = f"{type(e).__name__}: {e}"
+                        log.error("%s (seed %d): failed, skipped: %s", frame, seed, acc.failed[frame])
+                    finally:
+                        for d in (mirror / "sci", mirror / "ref", runs):
+                            shutil.rmtree(d, ignore_errors=True)
+    if acc.frames == 0:
+        raise RuntimeError(
+            f"no frame could be evaluated ({len(acc.failed)} failed; first: "
+            f"{next(iter(acc.failed.values()), 'none')}); nothing was written to {out}"
+        )
+
+    comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "best_p", "offset_pix"])
+    detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix"])
+    tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])
+    metrics = compute_metrics(comets, detections, tiles, acc.frames, ecfg["score_threshold"])
+    metrics = {
+        "model": name,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "score_threshold": ecfg["score_threshold"],
+        "match_radius_pix": ecfg["match_radius_pix"],
+        "seeds": [ecfg["seeds"][0], ecfg["seeds"][-1] + 1],
+        "comets_per_frame": ecfg["comets_per_frame"],
+        "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "reproject")
+                     if k in config["tails"]},
+        **metrics,
+    }
+    metrics["counts"].update(
+        {
+            "frames_requested": len(ecfg["seeds"]),
+            "frames_failed": len(acc.failed),
+            "tiles_skipped": acc.tiles_skipped,
+            "tiles_partial_coma": int(tiles["partial_coma"].sum()) if len(tiles) else 0,
+            "frames_without_tile_scores": len(acc.frames_without_tile_scores),
+        }
+    )
+    metrics["failed"] = acc.failed
+    metrics["seconds"] = {k: round(v, 1) for k, v in acc.seconds.items()}
+    metrics["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
+    metrics["files"] = list(REPORT_FILES)
+    metrics = _json_safe(metrics)
+
+    _write_report(out, metrics, comets, detections, tiles, overwrite)
+    log.info("report written to %s", out)
+    return metrics
+
+
+def _write_report(out: Path, metrics: dict, comets: pd.DataFrame, detections: pd.DataFrame,
+                  tiles: pd.DataFrame, overwrite: bool) -> None:
+    """Write the whole report into a temporary folder, then move it onto ``out``."""
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
+    try:
+        comets.to_csv(stage / "comets.csv", index=False)
+        detections.to_csv(stage / "detections.csv", index=False)
+        tiles.to_csv(stage / "tiles.csv", index=False)
+        plot_fnr_fpr(metrics, stage / "fnr_fpr_vs_threshold.png")
+        plot_roc(metrics, stage / "roc.png")
+        plot_pr(metrics, stage / "pr.png")
+        plot_offsets(comets["offset_pix"].to_numpy(float), metrics, stage / "offsets.png")
+        (stage / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+        os.chmod(stage, 0o755)
+        _check_output(out, overwrite)  # nobody wrote a report meanwhile
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+            os.replace(out, old)
+        os.replace(stage, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _summary(metrics: dict[str, Any], out: Path) -> str:
+    c, r, fp, loc = metrics["counts"], metrics["recall"], metrics["false_positives"], metrics["localisation"]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    def num(v: float | None, fmt: str = ".2f") -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    mags = ", ".join(f"{k}: {pct(v['recall'])} ({v['recalled']}/{v['n']})" for k, v in r["by_magnitude"].items())
+    return (
+        f"Tails {metrics['model']} on {c['frames']} frame(s) ({c['frames_failed']} failed), {c['comets']} comets, "
+        f"threshold {metrics['score_threshold']:g}: recall {pct(r['overall']['recall'])} [{mags}]; "
+        f"false positives {fp['total']} ({num(fp['per_frame'], '.3f')} per frame, "
+        f"{num(fp['per_tile'], '.2e')} per tile); offset RMSE {num(loc['rmse_pix'])} px, "
+        f"median {num(loc['median_pix'])} px -> {out}"
+    )
+
+
+def evaluate_command(
+    config: str = "config.defaults.yaml",
+    checkpoint: str | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Evaluate a model on held-out simulated frames (the config's ``evaluate`` section).
+
+    Parameters
+    ----------
+    config : str
+        A YAML config with the keys of config.defaults.yaml.
+    checkpoint : str, optional
+        Weights (``.weights.h5``) to evaluate; default: ``tails.checkpoint``, else the bundled model.
+    overwrite : bool
+        Replace the report in ``evaluate.output_dir``.
+
+    Returns
+    -------
+    str
+        A one-paragraph summary; the report (``metrics.json`` and PNG plots) is in
+        ``evaluate.output_dir``.
+    """
+    from .config import load_config
+
+    cfg = load_config(config)
+    metrics = evaluate(cfg, checkpoint=checkpoint, overwrite=bool(overwrite))
+    return _summary(metrics, Path(cfg["evaluate"]["output_dir"]).expanduser().resolve())

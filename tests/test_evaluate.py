@@ -1,0 +1,233 @@
+"""Evaluation: metric functions on hand-made inputs, refusals of bad input, one small end-to-end run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tails.config import ConfigError, load_config
+from tails.evaluate import (
+    COMA_BINS,
+    MAGNITUDE_BINS,
+    REPORT_FILES,
+    binned_recall,
+    check_evaluate_config,
+    compute_metrics,
+    count_false_positives,
+    evaluate,
+    localisation_stats,
+    match_detections,
+    pr_curve,
+    roc_curve,
+    threshold_sweep,
+)
+
+
+# ----------------------------------------------------------------------------- matching
+def test_detections_match_the_nearest_nucleus_within_the_radius():
+    nuclei = np.array([[100.0, 100.0], [500.0, 500.0], [900.0, 50.0]])
+    dets = np.array([[103.0, 104.0], [100.5, 100.0], [520.0, 500.0], [2000.0, 10.0]])
+    p = np.array([0.9, 0.6, 0.8, 0.7])
+    m = match_detections(dets, p, nuclei, radius=10.0)
+    # comet 0: two detections within 10 px; the nearest is matched, the best score remembered
+    assert m.comet_detection.tolist() == [1, -1, -1]
+    assert m.comet_offset[0] == pytest.approx(0.5)
+    assert np.isnan(m.comet_offset[1]) and np.isnan(m.comet_offset[2])
+    assert m.comet_best_p[0] == pytest.approx(0.9)
+    assert m.comet_best_p[1] == -np.inf
+    # the detection 20 px from comet 1 and the one far away are false positives
+    assert m.detection_true.tolist() == [True, True, False, False]
+    assert m.detection_comet[:3].tolist() == [0, 0, 1]
+    assert m.detection_distance[2] == pytest.approx(20.0)
+
+
+def test_radius_is_inclusive_and_empty_inputs_are_fine():
+    m = match_detections([[10.0, 0.0]], [0.5], [[0.0, 0.0]], radius=10.0)
+    assert m.detection_true.tolist() == [True]
+    none = match_detections(np.zeros((0, 2)), np.zeros(0), [[1.0, 2.0]], radius=5)
+    assert none.comet_detection.tolist() == [-1] and len(none.detection_true) == 0
+    no_comets = match_detections([[1.0, 2.0]], [0.3], np.zeros((0, 2)), radius=5)
+    assert no_comets.detection_true.tolist() == [False]
+    assert no_comets.detection_comet.tolist() == [-1]
+    with pytest.raises(ValueError, match="scores"):
+        match_detections([[1.0, 2.0]], [0.3, 0.4], [[0.0, 0.0]], radius=5)
+
+
+# ----------------------------------------------------------------------------- recall and counts
+def test_recall_by_magnitude_bins_uses_half_open_bins():
+    mags = np.array([16.0, 17.0, 18.4, 18.5, 19.0, 19.5, 20.2, np.nan])
+    recalled = np.array([True, True, False, True, True, False, False, True])
+    r = binned_recall(mags, recalled, MAGNITUDE_BINS)
+    assert list(r) == ["<17", "17-18.5", "18.5-19.5", ">19.5"]
+    assert (r["<17"]["n"], r["<17"]["recalled"], r["<17"]["recall"]) == (1, 1, 1.0)
+    assert (r["17-18.5"]["n"], r["17-18.5"]["recalled"]) == (2, 1)
+    assert r["17-18.5"]["recall"] == pytest.approx(0.5)
+    assert (r["18.5-19.5"]["n"], r["18.5-19.5"]["recalled"]) == (2, 2)
+    assert (r[">19.5"]["n"], r[">19.5"]["recalled"], r[">19.5"]["recall"]) == (2, 0, 0.0)
+    assert r["<17"]["low"] is None and r[">19.5"]["high"] is None  # JSON has no infinity
+
+
+def test_empty_bin_has_no_recall():
+    r = binned_recall(np.array([3.0, 4.0]), np.array([True, False]), COMA_BINS)
+    assert r["<5"]["recall"] == pytest.approx(0.5)
+    assert r[">20"] == {"low": 20.0, "high": None, "n": 0, "recalled": 0, "recall": None}
+
+
+def test_false_positives_are_counted_per_frame_and_per_tile():
+    p = np.array([0.95, 0.7, 0.4, 0.99, 0.51])
+    true = np.array([True, False, False, False, True])
+    fp = count_false_positives(p, true, threshold=0.5, n_frames=2, n_tiles=338)
+    assert fp["total"] == 2  # 0.7 and 0.99; 0.4 is below the threshold
+    assert fp["per_frame"] == pytest.approx(1.0)
+    assert fp["per_tile"] == pytest.approx(2 / 338)
+    assert count_false_positives(p, true, 0.5, 0, 0)["per_frame"] is None
+
+
+def test_localisation_rmse_and_median():
+    s = localisation_stats(np.array([3.0, 4.0, np.nan, 0.0]))
+    assert s["n"] == 3
+    assert s["rmse_pix"] == pytest.approx(math.sqrt(25 / 3))
+    assert s["median_pix"] == pytest.approx(3.0)
+    assert s["max_pix"] == pytest.approx(4.0)
+    assert localisation_stats(np.array([]))["rmse_pix"] is None
+
+
+# ----------------------------------------------------------------------------- curves
+def test_roc_and_pr_curves_on_a_hand_made_ranking():
+    labels = np.array([1, 0, 1, 0, 0], bool)
+    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.3])
+    fpr, tpr, thr = roc_curve(labels, scores)
+    np.testing.assert_allclose(fpr, [0, 0, 1 / 3, 1 / 3, 1])
+    np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
+    assert thr[0] == np.inf and thr[-1] == pytest.approx(0.3)  # ties form one point
+    precision, recall, _ = pr_curve(labels, scores)
+    np.testing.assert_allclose(precision, [1, 0.5, 2 / 3, 0.4])
+    np.testing.assert_allclose(recall, [0.5, 0.5, 1, 1])
+
+
+def test_threshold_sweep_counts_strictly_above_the_threshold():
+    sweep = threshold_sweep(
+        thresholds=np.array([0.0, 0.5, 0.9]),
+        comet_best_p=np.array([0.95, 0.6, -np.inf]),
+        detection_p=np.array([0.95, 0.6, 0.7, 0.2]),
+        detection_true=np.array([True, True, False, False]),
+        tile_p=np.array([0.95, 0.6, 0.7, 0.2]),
+        tile_positive=np.array([True, True, False, False]),
+        n_frames=2,
+        n_tiles=4,
+    )
+    np.testing.assert_allclose(sweep["recall"], [2 / 3, 2 / 3, 1 / 3])
+    np.testing.assert_allclose(sweep["fp_per_frame"], [1.0, 0.5, 0.0])
+    np.testing.assert_allclose(sweep["tile_fnr"], [0.0, 0.0, 0.5])
+    np.testing.assert_allclose(sweep["tile_fpr"], [1.0, 0.5, 0.0])
+
+
+def test_compute_metrics_gives_the_headline_numbers():
+    comets = pd.DataFrame(
+        {
+            "mag": [16.5, 18.0, 20.0],
+            "coma_arcsec": [12.0, 4.0, 30.0],
+            "best_p": [0.99, 0.8, 0.3],
+            "offset_pix": [1.0, 3.0, np.nan],
+        }
+    )
+    detections = pd.DataFrame({"p": [0.99, 0.8, 0.3, 0.9, 0.1], "true": [True, True, True, False, False]})
+    tiles = pd.DataFrame({"p": [0.99, 0.8, 0.3, 0.9, 0.1, 0.05], "positive": [1, 1, 1, 0, 0, 0]})
+    m = compute_metrics(comets, detections, tiles, n_frames=1, score_threshold=0.5)
+    assert m["recall"]["overall"] == {"n": 3, "recalled": 2, "recall": pytest.approx(2 / 3)}
+    assert m["recall"]["by_magnitude"][">19.5"]["recall"] == 0.0
+    assert m["recall"]["by_coma_radius_arcsec"]["<5"]["recall"] == 1.0
+    assert m["false_positives"]["total"] == 1 and m["false_positives"]["per_tile"] == pytest.approx(1 / 6)
+    assert m["localisation"]["rmse_pix"] == pytest.approx(math.sqrt(5))
+    assert m["localisation"]["median_pix"] == pytest.approx(2.0)
+    assert m["tiles"]["tpr"] == pytest.approx(2 / 3) and m["tiles"]["fpr"] == pytest.approx(1 / 3)
+    assert 0 < m["tiles"]["roc_auc"] <= 1
+    assert m["counts"]["tiles_positive"] == 3
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.fixture
+def config(tmp_path):
+    cfg = load_config()
+    cfg["evaluate"]["output_dir"] = str(tmp_path / "report")
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("seeds", "900000", "evaluate.seeds"),
+        ("seeds", [900000], "evaluate.seeds"),
+        ("seeds", [5, 5], "no frame"),
+        ("comets_per_frame", 0, "evaluate.comets_per_frame"),
+        ("score_threshold", 1.5, "evaluate.score_threshold"),
+        ("match_radius_pix", -1, "evaluate.match_radius_pix"),
+        ("output_dir", "", "evaluate.output_dir"),
+    ],
+)
+def test_malformed_evaluate_section_is_refused_naming_the_key(config, key, value, message):
+    config["evaluate"][key] = value
+    with pytest.raises(ConfigError, match=message):
+        evaluate(config)
+
+
+def test_missing_key_and_training_seeds_are_refused(config):
+    bad = copy.deepcopy(config)
+    del bad["evaluate"]["match_radius_pix"]
+    with pytest.raises(ConfigError, match="evaluate.match_radius_pix"):
+        check_evaluate_config(bad)
+    config["evaluate"]["seeds"] = [100150, 100170]  # overlaps train.dataset.seeds [100000, 100160)
+    with pytest.raises(ConfigError, match="train.dataset.seeds"):
+        evaluate(config)
+
+
+def test_an_existing_report_is_never_overwritten(config, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        evaluate(config)
+    assert (out / "metrics.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # nothing else was written
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
+    pytest.importorskip("tails.simulate")
+    from tails.efficientdet import Tails
+
+    config["evaluate"]["seeds"] = [900000, 900001]
+    config["evaluate"]["comets_per_frame"] = 3
+    config["tails"]["nthreads"] = 1
+    # a tiny, untrained model: this checks the plumbing and the report, not trained behaviour
+    model = Tails(
+        (256, 256, 3), width_coefficient=0.25, depth_coefficient=0.34, bifpn_width=16, bifpn_layers=1, head_depth=1
+    )
+    metrics = evaluate(config, model=model)
+
+    out = tmp_path / "report"
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == metrics
+    for key in ("counts", "recall", "false_positives", "localisation", "tiles", "curves", "roc", "pr"):
+        assert key in on_disk
+    c = on_disk["counts"]
+    assert (c["frames"], c["frames_failed"], c["comets"]) == (1, 0, 3)
+    assert c["tiles"] + c["tiles_skipped"] == 169  # 13 x 13 tiles on a 3080 x 3072 frame
+    assert set(on_disk["recall"]["by_magnitude"]) == {"<17", "17-18.5", "18.5-19.5", ">19.5"}
+    assert {"per_frame", "per_tile", "total"} <= set(on_disk["false_positives"])
+    assert {"rmse_pix", "median_pix"} <= set(on_disk["localisation"])
+    for png in ("fnr_fpr_vs_threshold.png", "roc.png", "pr.png", "offsets.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # at threshold 0 every tile's candidate is scored: the detections are the merged tiles
+    assert len(pd.read_csv(out / "detections.csv")) >= 1
+    # no working files are left beside the report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+    with pytest.raises(FileExistsError):
+        evaluate(config, model=model)
