@@ -97,13 +97,19 @@ class SkyPortalServer:
         self.objects: dict[str, dict] = {}
         self._fail_left = 0
         self._fail_status = 500
+        self._fail_methods: tuple[str, ...] = ("GET", "POST")
+        self._fail_after = 0
         self._httpd: ThreadingHTTPServer | None = None
 
     # -- control ---------------------------------------------------------------------------
-    def fail_next(self, n: int, status: int = 500) -> None:
-        """Answer the next ``n`` requests with HTTP ``status`` and do nothing else."""
+    def fail_next(
+        self, n: int, status: int = 500, methods: tuple[str, ...] = ("GET", "POST"), after: int = 0
+    ) -> None:
+        """Answer ``n`` requests (of these methods) with HTTP ``status``, doing nothing else, once
+        ``after`` more such requests have been served normally."""
         with self.lock:
-            self._fail_left, self._fail_status = int(n), int(status)
+            self._fail_left, self._fail_status, self._fail_methods = int(n), int(status), tuple(methods)
+            self._fail_after = int(after)
 
     def posts_to(self, kind: str) -> list[dict]:
         """Accepted POSTs of one kind: candidate, annotation, thumbnail or comment."""
@@ -145,7 +151,9 @@ class SkyPortalServer:
                 raw = self.rfile.read(n) if n else b""
                 path = self.path.split("?", 1)[0]
                 with server.lock:
-                    if server._fail_left > 0:
+                    if server._fail_left > 0 and method in server._fail_methods and server._fail_after > 0:
+                        server._fail_after -= 1
+                    elif server._fail_left > 0 and method in server._fail_methods:
                         server._fail_left -= 1
                         server.failed.append((method, path))
                         return self._send(server._fail_status, {"status": "error", "message": "Internal Server Error"})

@@ -1,0 +1,374 @@
+"""The sentinel against loopback Kowalski, IRSA, SkyPortal, MPChecker and SkyBoT.
+
+The model
+---------
+No trained model is needed for what is tested here (the plumbing: ledger, posting, crashes,
+restarts).  The tests use ``tails.efficientdet.Tails()`` with freshly initialised weights saved
+to a temporary ``.weights.h5``.  Such a model gives every tile the same score (about 0.505,
+whatever the input), so it cannot tell a comet from an empty field; the tests therefore run
+with ``score_threshold = 0``: every tile is a candidate.  The frames are 256 x 256 px, one
+tile each, so every good frame yields exactly one candidate -- the stand-in for "the comet".
+That the detector finds real comets is tested with the bundled model elsewhere
+(tests of tails.detect / the end-to-end test of the pipeline).
+
+Frames (one exposure, ``ztf_20191014495961_000570_zr``): c01_q1 and c01_q2 are good synthetic
+frames (tests/fitsutil.py), c01_q3 has a corrupt science image; the exposure's 61 other
+ccd-quadrants are not on the IRSA server (as when IPAC has not posted them yet).
+"""
+
+from __future__ import annotations
+
+import configparser
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tails.config import load_config
+from tails.frames import expand_fileroot
+
+from crossmatch_servers import KnownObject, MPCheckerServer, SkyBotServer
+from fitsutil import irsa_paths, write_irsa_frame
+from irsa_server import IrsaServer
+from kowalski_server import KowalskiServer, ztf_ops_document
+from skyportal_server import SkyPortalServer
+
+from sentinel.ledger import SQLiteLedger
+from sentinel.supervisor import supervisord_conf, write_supervisord_conf
+from sentinel.watcher import parse_key, task_key, window
+
+ROOT = Path(__file__).resolve().parents[1]
+FILEROOT = "ztf_20191014495961_000570_zr"
+GOOD = [f"{FILEROOT}_c01_o_q1", f"{FILEROOT}_c01_o_q2"]
+BAD = f"{FILEROOT}_c01_o_q3"
+# frames for the in-process tests (not part of the exposure the watcher sees)
+SOLO = [f"ztf_20191015300000_000571_zg_c02_o_q{q}" for q in (1, 2, 3, 4)]
+SHAPE = (256, 256)
+STEPS = ["candidate", "annotation", "thumbnail:new", "thumbnail:ref", "thumbnail:sub",
+         "comment:triplet", "comment:crossmatch", "comment:link"]
+
+
+# -- fixtures --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """Fresh Tails() weights (see the module docstring)."""
+    import keras
+
+    from tails.efficientdet import Tails
+
+    keras.utils.set_random_seed(7)
+    path = tmp_path_factory.mktemp("model") / "fresh.weights.h5"
+    Tails().save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("irsa")
+    for i, name in enumerate(GOOD + [BAD] + SOLO):
+        write_irsa_frame(root, name, shape=SHAPE, seed=i + 1)
+    irsa_paths(root, BAD)["sci"].write_bytes(b"SIMPLE  = this is not a FITS file" + b"\0" * 3000)
+    return root
+
+
+def _config(tmp: Path, checkpoint: Path, irsa, kowalski, fritz, mpc, skybot, **app) -> dict:
+    config = load_config()
+    config["irsa"].update(url=irsa.url, timeout=10, retries=1, backoff_factor=0.1)
+    config["kowalski"] = kowalski.config_section()
+    config["fritz"] = fritz.config_section()
+    config["crossmatch"].update(mpc_url=mpc.url, skybot_url=skybot.url, timeout=5)
+    config["tails"].update(checkpoint=str(checkpoint), score_threshold=0.0, reproject="reproject", nthreads=1)
+    a = config["sentinel"]["app"]
+    a.update(post_to_fritz=True, twilight=True, cadence=2, path_base=str(tmp / "sentinel"),
+             max_attempts=3, retry_after_minutes=60)
+    a.update(app)
+    config["sentinel"]["dask"].update(
+        scheduler_port=_free_port(), dashboard_address=None, n_workers=1, threads_per_worker=1,
+        memory_limit="6GiB", lifetime=None,
+    )
+    return config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _near(ra=150.0, dec=30.0):
+    return [KnownObject("(434) Hungaria", ra + 20 / 3600, dec, v=15.3, number=434)]
+
+
+@pytest.fixture
+def services(mirror):
+    jd_now = 2440587.5 + time.time() / 86400
+    with IrsaServer(mirror) as irsa, KowalskiServer(
+        [ztf_ops_document(FILEROOT, jd_now - 1 / 24, "Twilight survey")]
+    ) as kowalski, SkyPortalServer() as fritz, MPCheckerServer(_near()) as mpc, SkyBotServer(_near()) as skybot:
+        yield irsa, kowalski, fritz, mpc, skybot
+
+
+def _by_object(fritz: SkyPortalServer) -> dict[str, list[str]]:
+    """Accepted posts per object id, as step names."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for p in fritz.posts:
+        b = p["body"]
+        if p["kind"] == "candidate":
+            out[b["id"]].append("candidate")
+        elif p["kind"] == "thumbnail":
+            out[b["obj_id"]].append(f"thumbnail:{b['ttype']}")
+        else:
+            oid = p["path"].split("/")[3]
+            out[oid].append(p["kind"] if p["kind"] == "annotation" else "comment")
+    return out
+
+
+def _check_complete(parts: list[str]) -> None:
+    assert Counter(parts) == Counter(
+        ["candidate", "annotation", "thumbnail:new", "thumbnail:ref", "thumbnail:sub"] + ["comment"] * 3
+    )
+
+
+# -- pure parts ------------------------------------------------------------------------------
+def test_task_keys_and_window():
+    key = task_key(GOOD[0], 3)
+    assert parse_key(key) == (GOOD[0], 3)
+    assert parse_key("other-task") is None
+    now = dt.datetime(2020, 11, 14, 12, tzinfo=dt.timezone.utc)
+    start, stop = window(now)
+    assert (now - start, stop - now) == (dt.timedelta(hours=24), dt.timedelta(hours=1))
+    start, stop = window(now, "2020-11-13T00:00:00", "2020-11-13 06:00")
+    assert stop - start == dt.timedelta(hours=6) and start.tzinfo is not None
+    with pytest.raises(ValueError, match="after"):
+        window(now, "2020-11-14", "2020-11-13")
+
+
+def test_supervisord_conf_from_config(tmp_path):
+    config = load_config()
+    config["sentinel"]["app"]["path_base"] = str(tmp_path / "base")
+    config["sentinel"]["supervisord"]["programs"]["watcher"]["command"] = "{python} -m sentinel.watcher --config {config} --x=5%"
+    text = supervisord_conf(config, "cfg.yaml", python="/py", root="/repo")
+    cp = configparser.RawConfigParser()
+    cp.read_string(text)
+    assert {"supervisord", "unix_http_server", "supervisorctl", "program:dask-cluster", "program:watcher"} <= set(cp.sections())
+    cmd = cp["program:watcher"]["command"]
+    assert cmd.startswith("/py -m sentinel.watcher --config ") and cmd.endswith("cfg.yaml --x=5%%")
+    assert cp["program:watcher"]["stdout_logfile"] == str(tmp_path / "base" / "logs" / "watcher.log")
+    assert cp["program:dask-cluster"]["autorestart"] == "true"
+    assert cp["program:dask-cluster"]["directory"] == "/repo"
+    path = write_supervisord_conf(config, "cfg.yaml")
+    assert path.is_file() and (tmp_path / "base" / "logs").is_dir()
+
+
+def test_cli_checks_config_and_dependencies(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sentinel_cli", ROOT / "sentinel.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(mod.SentinelCliError, match="copy config.defaults.yaml"):
+        mod.check_config(tmp_path / "config.yaml")
+    bad = load_config()
+    del bad["sentinel"]["dask"]["lifetime"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(mod.SentinelCliError, match="'sentinel.dask.lifetime' is missing"):
+        mod.check_config(tmp_path / "config.yaml")
+    bad = load_config()
+    bad["sentinel"]["app"]["typo"] = 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(mod.SentinelCliError, match="'sentinel.app.typo' is unknown"):
+        mod.check_config(tmp_path / "config.yaml")
+    assert mod.check_dependencies(native=True) == []
+    assert mod.main(["up", f"--config={tmp_path / 'missing.yaml'}"]) == 2
+
+
+# -- TailsWorker in this process ---------------------------------------------------------------
+@pytest.fixture
+def worker_env(tmp_path, checkpoint, services):
+    from sentinel.worker import TailsWorker
+
+    irsa, kowalski, fritz, mpc, skybot = services
+    config = _config(tmp_path, checkpoint, irsa, kowalski, fritz, mpc, skybot)
+    tw = TailsWorker(config)
+    yield tw, services
+    tw.ledger.close()
+
+
+def test_worker_posts_each_candidate_once_with_all_parts(worker_env):
+    tw, (irsa, kowalski, fritz, mpc, skybot) = worker_env
+    skybot.down = True  # a cross-match service that is down does not stop the posting
+    led = tw.ledger
+    assert led.submit([SOLO[0], BAD]) == [(SOLO[0], 1), (BAD, 1)]
+    assert tw.process(SOLO[0], 1)["status"] == "success"
+    bad = tw.process(BAD, 1)
+    assert bad["status"] == "error" and "DownloadError" in bad["error"]
+    assert "DownloadError" in led.get(BAD)["error"]
+
+    (oid, parts), = _by_object(fritz).items()
+    _check_complete(parts)
+    assert fritz.invalid == []
+    ann = fritz.posts_to("annotation")[0]["body"]["data"]
+    assert ann["candid"] == f"{SOLO[0]}_0"
+    assert ann["mpc_nearest_id"] == "(434) Hungaria"
+    assert "503" in ann["imcce_nearest_error"]
+    assert led.get(SOLO[0])["n_candidates"] == 1
+    assert led.post_record(f"{SOLO[0]}_0")["steps"] == {s: "done" for s in STEPS}
+    # the same submission again (a task dask re-runs): skipped, nothing posted
+    assert tw.process(SOLO[0], 1)["status"] == "skipped"
+    assert len(fritz.posts) == 8
+
+
+def test_fritz_500s_are_absorbed_by_the_retries(worker_env):
+    tw, (irsa, kowalski, fritz, mpc, skybot) = worker_env
+    name = SOLO[1]
+    tw.ledger.submit([name])
+    fritz.fail_next(3, methods=("POST",))
+    assert tw.process(name, 1)["status"] == "success"
+    assert len(fritz.failed) == 3
+    (parts,) = _by_object(fritz).values()
+    _check_complete(parts)
+
+
+def test_fritz_down_mid_posting_then_back_resumes_without_duplicates(worker_env):
+    tw, (irsa, kowalski, fritz, mpc, skybot) = worker_env
+    led = tw.ledger
+    name = SOLO[2]
+    candid = f"{name}_0"
+    led.submit([name])
+    # Fritz takes six posts, then stays down for longer than the session's 5 retries
+    fritz.fail_next(1000, methods=("POST",), after=6)
+    res = tw.process(name, 1)
+    assert res["status"] == "error" and "posting to Fritz failed" in res["error"]
+    assert "HTTP 500" in led.get(name)["error"]
+    steps = led.post_record(candid)["steps"]
+    assert steps["comment:triplet"] == "done" and steps["comment:crossmatch"] == "sending"
+    assert len(fritz.posts) == 6
+    # and, as if the process had died after Fritz took the sub thumbnail but before the ledger
+    # recorded it: the step is left at "sending" although Fritz has it
+    led.set_step(candid, "thumbnail:sub", "sending")
+
+    fritz.fail_next(0)
+    (_, n), = led.submit([name], retry_after_minutes=0)
+    assert tw.process(name, n)["status"] == "success"
+    # only the two comments that never reached Fritz were sent
+    assert [p["body"]["text"][:3] for p in fritz.posts[6:]] == ["MPC", "[SC"]
+    (parts,) = _by_object(fritz).values()
+    _check_complete(parts)
+    assert led.post_record(candid)["steps"] == {s: "done" for s in STEPS}
+
+
+# -- the whole service under supervisord ---------------------------------------------------------
+def _wait(what: str, predicate, timeout: float, logs: Path, interval: float = 0.2):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    tails = []
+    for log in sorted(logs.glob("*.log")):
+        tails.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n" + "\n".join(tails))
+
+
+def _supervisord(conf: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_service_under_supervisor_survives_worker_kill_restart_and_fritz_errors(tmp_path, checkpoint, services):
+    irsa, kowalski, fritz, mpc, skybot = services
+    config = _config(tmp_path, checkpoint, irsa, kowalski, fritz, mpc, skybot)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    conf = write_supervisord_conf(config, config_path)
+    logs = Path(config["sentinel"]["app"]["path_base"]) / "logs"
+    ledger = SQLiteLedger(Path(config["sentinel"]["app"]["path_base"]) / "ledger.sqlite")
+    frames = expand_fileroot(FILEROOT)
+    fritz.fail_next(3, methods=("POST",))  # Fritz answers 500 at first
+
+    proc = _supervisord(conf)
+    worker_pids = set()
+    try:
+        # 1. kill the dask worker in the middle of the first good frame
+        first = GOOD[0]
+        rec = _wait(f"{first} to start", lambda: (r := ledger.get(first)) and r["pid"] and r, 240, logs, 0.05)
+        pid = rec["pid"]
+        worker_pids.add(pid)
+        os.kill(pid, signal.SIGKILL)
+        _wait(f"{first} to succeed after the kill", lambda: (ledger.get(first) or {}).get("status") == "success", 240, logs)
+        assert ledger.get(first)["attempts"] == 2, "the kill did not land in the middle of the frame"
+
+        # 2. restart the whole sentinel while the other frames may still be on their way
+        _stop(proc)
+        for r in ledger.frames():
+            if r["pid"]:
+                worker_pids.add(r["pid"])
+        assert not any(_alive(p) for p in worker_pids), "worker processes outlived supervisord"
+        cycles = (logs / "watcher.log").read_text().count(" submitted, ")
+        proc = _supervisord(conf)
+
+        def finished():
+            recs = {r["name"]: r for r in ledger.frames()}
+            return len(recs) == 64 and all(r["status"] != "processing" for r in recs.values())
+
+        _wait("all 64 frames to be final", finished, 300, logs)
+        _wait("two watcher cycles after the restart",
+              lambda: (logs / "watcher.log").read_text().count(" submitted, ") >= cycles + 2, 120, logs)
+        time.sleep(3)  # give a wrongly resubmitted frame the time to show up
+    finally:
+        _stop(proc)
+        for r in ledger.frames():
+            if r["pid"]:
+                worker_pids.add(r["pid"])
+    assert not any(_alive(p) for p in worker_pids)
+
+    recs = {r["name"]: r for r in ledger.frames()}
+    assert set(recs) == set(frames)  # no frame lost
+    for name in GOOD:
+        assert recs[name]["status"] == "success" and recs[name]["n_candidates"] == 1
+        assert len(ledger.events(name, "success")) == 1  # processed once
+    assert recs[BAD]["status"] == "error"
+    assert "DownloadError" in recs[BAD]["error"] or "FITS" in recs[BAD]["error"]
+    others = [n for n in frames if n not in GOOD + [BAD]]
+    assert all(recs[n]["status"] == "error" and "NotFoundError" in recs[n]["error"] for n in others)
+
+    # Fritz: two candidates, each posted once with all its parts, despite the 500s
+    assert fritz.invalid == []
+    assert len(fritz.failed) == 3
+    per_object = _by_object(fritz)
+    assert len(per_object) == 2
+    for parts in per_object.values():
+        _check_complete(parts)
+    origins = sorted(p["body"]["origin"] for p in fritz.posts_to("candidate"))
+    assert origins == sorted(f"{n}_0" for n in GOOD)
+    ledger.close()
