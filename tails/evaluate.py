@@ -599,6 +599,8 @@ def plot_fnr_fpr(metrics: dict[str, Any], path: Path) -> None:
     ax2b.plot(t, np.asarray(c["fp_per_frame"], float), color="C3", label="false positives per frame")
     ax2b.set_ylabel("false positives per ccd-quadrant", color="C3")
     ax2.set_ylabel("fraction of comets missed")
+    ax2.set_ylim(-0.02, 1.02)
+    ax2b.set_ylim(bottom=0)
     ax2.set_title(f"per comet / frame ({metrics['counts']['comets']} comets, {metrics['counts']['frames']} frames)")
     for ax in (ax1, ax2):
         ax.axvline(thr, color="0.5", ls="--", lw=1, label=f"threshold {thr:g}")
@@ -679,6 +681,7 @@ def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -839,12 +842,13 @@ def _evaluate_frame(
 
     from .dataset import label_tiles
     from .detect import process_frame
+    from .frames import SCI_SUFFIX, parse_frame, sci_url
     from .simulate import simulate_frame, write_frame
 
     t0 = time.perf_counter()
     sim = simulate_frame(name, seed=seed, n_comets=ecfg["comets_per_frame"])
-    paths = write_frame(sim, mirror)
-    header = fits.getheader(paths["sci"])
+    write_frame(sim, mirror)
+    header = fits.getheader(sci_url(parse_frame(name), str(mirror), SCI_SUFFIX))
     shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     pixscale = float(header.get("PIXSCALE", 1.01))  # ZTF.md: 1.01"/px
     acc.seconds["simulate"] += time.perf_counter() - t0

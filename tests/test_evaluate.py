@@ -231,3 +231,19 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
 
     with pytest.raises(FileExistsError):
         evaluate(config, model=model)
+
+
+def test_tails_evaluate_refuses_a_malformed_config_in_one_line(tmp_path, capsys):
+    import yaml
+
+    from tails.cli import main
+
+    cfg = load_config()
+    cfg["evaluate"]["seeds"] = [900010, 900010]
+    cfg["evaluate"]["output_dir"] = str(tmp_path / "report")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", f"--config={path}"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluate.seeds" in err and "no frame" in err
+    assert not (tmp_path / "report").exists()
