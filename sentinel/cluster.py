@@ -111,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         stop.wait()
         return 0
 
-    cluster = start_local_cluster(config)
+    try:
+        cluster = start_local_cluster(config)
+    except Exception:
+        if stop.is_set():  # stopped while the workers were still starting: not an error
+            log.info("stopped during start-up")
+            return 0
+        raise
     try:
         while not stop.wait(args.heartbeat):
             workers = cluster.scheduler_info.get("workers", {})

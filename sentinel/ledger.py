@@ -123,7 +123,8 @@ class Ledger(abc.ABC):
     def clear_stale(self, live: Iterable[str] = ()) -> list[str]:
         """Forget ``processing`` marks of frames not in ``live`` (start-up clean-up); returns them.
 
-        A forgotten frame is unknown again, so the watcher submits it anew.
+        A forgotten frame is unknown again, so the watcher submits it anew (under a submission
+        number it never had before: the history keeps the count).
         """
 
     # -- posts -------------------------------------------------------------------------------
@@ -282,11 +283,15 @@ class SQLiteLedger(Ledger):
             for name in names:
                 rec = self._row(c.execute("SELECT * FROM frames WHERE name = ?", (name,)).fetchone())
                 if rec is None:
+                    # numbers keep growing across clear_stale, so a task key is never reused
+                    n = 1 + c.execute(
+                        "SELECT COUNT(*) FROM events WHERE name = ? AND event = 'submitted'", (name,)
+                    ).fetchone()[0]
                     c.execute(
-                        "INSERT INTO frames(name, status, submissions, submitted_at) VALUES (?, 'processing', 1, ?)",
-                        (name, now),
+                        "INSERT INTO frames(name, status, submissions, submitted_at) VALUES (?, 'processing', ?, ?)",
+                        (name, n, now),
                     )
-                    out.append((name, 1))
+                    out.append((name, n))
                 elif (
                     rec["status"] == "error"
                     and rec["attempts"] < max_attempts
@@ -460,10 +465,12 @@ class MongoLedger(Ledger):
         now = utcnow()
         for name in dict.fromkeys(names):
             try:
+                # numbers keep growing across clear_stale, so a task key is never reused
+                n = 1 + self.events_c.count_documents({"name": name, "event": "submitted"})
                 self.frames_c.insert_one(
-                    {"_id": name, "status": "processing", "submissions": 1, "attempts": 0, "submitted_at": now}
+                    {"_id": name, "status": "processing", "submissions": n, "attempts": 0, "submitted_at": now}
                 )
-                out.append((name, 1))
+                out.append((name, n))
             except DuplicateKeyError:
                 rec = self.get(name)
                 if not (

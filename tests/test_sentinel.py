@@ -322,14 +322,17 @@ def test_service_under_supervisor_survives_worker_kill_restart_and_fritz_errors(
         # 1. kill the dask worker in the middle of the first good frame
         first = GOOD[0]
         rec = _wait(f"{first} to start", lambda: (r := ledger.get(first)) and r["pid"] and r, 240, logs, 0.05)
-        pid = rec["pid"]
-        worker_pids.add(pid)
-        os.kill(pid, signal.SIGKILL)
-        _wait(f"{first} to succeed after the kill", lambda: (ledger.get(first) or {}).get("status") == "success", 240, logs)
-        assert ledger.get(first)["attempts"] == 2, "the kill did not land in the middle of the frame"
+        killed = rec["pid"]
+        worker_pids.add(killed)
+        os.kill(killed, signal.SIGKILL)
 
-        # 2. restart the whole sentinel while the other frames may still be on their way
+        # 2. once the nanny's new worker process has started on a frame, restart the whole
+        #    sentinel: frames are then in the middle of processing or still queued
+        _wait("a restarted worker to start a frame",
+              lambda: any(e["pid"] != killed for e in ledger.events(event="started")), 240, logs, 0.05)
         _stop(proc)
+        unfinished = ledger.counts()["processing"]
+        assert unfinished > 0, "the restart should find unfinished frames"
         for r in ledger.frames():
             if r["pid"]:
                 worker_pids.add(r["pid"])
@@ -357,6 +360,11 @@ def test_service_under_supervisor_survives_worker_kill_restart_and_fritz_errors(
     for name in GOOD:
         assert recs[name]["status"] == "success" and recs[name]["n_candidates"] == 1
         assert len(ledger.events(name, "success")) == 1  # processed once
+    # the killed worker had started the first frame and never finished it
+    started = ledger.events(GOOD[0], "started")
+    assert len(started) >= 2 and started[0]["pid"] == killed
+    assert ledger.events(GOOD[0], "success")[0]["pid"] != killed
+    assert len(ledger.events(event="stale")) == unfinished  # cleared at the restart, then redone
     assert recs[BAD]["status"] == "error"
     assert "DownloadError" in recs[BAD]["error"] or "FITS" in recs[BAD]["error"]
     others = [n for n in frames if n not in GOOD + [BAD]]
