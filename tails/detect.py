@@ -74,6 +74,12 @@ class FrameResult:
         Seconds spent per stage (load, align, tessellate, infer, write).
     n_tiles, n_skipped : int
         Tiles cut, and tiles skipped because they could not be normalised.
+    tile_predictions : ndarray, shape (n_tiles, 3)
+        The model's ``[p, x/256, y/256]`` for every tile (zeros for skipped tiles).
+    tile_offsets : ndarray, shape (n_tiles, 2)
+        ``(row0, col0)`` of every tile.
+    tile_valid : ndarray of bool, shape (n_tiles,)
+        False for the skipped tiles.
     """
 
     name: str
@@ -87,6 +93,9 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
     n_tiles: int = 0
     n_skipped: int = 0
+    tile_predictions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    tile_offsets: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), int))
+    tile_valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def check_run_options(score_threshold: float, cleanup: str) -> tuple[float, str]:
@@ -366,4 +375,7 @@ def process_frame(
         timings=timings,
         n_tiles=len(tiles),
         n_skipped=n_skipped,
+        tile_predictions=predictions,
+        tile_offsets=offsets,
+        tile_valid=valid,
     )
