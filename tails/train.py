@@ -289,9 +289,14 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
         loss=loss,
         jit_compile=bool(t["jit_compile"]),
     )
-    state = load_checkpoint(run_dir, model) or {"epoch": 0, "best": None, "best_epoch": None, "seconds": 0.0}
-    if state["epoch"]:
+    state = load_checkpoint(run_dir, model)
+    if state is not None:
         log.info("resuming %s at epoch %d", run_dir, state["epoch"])
+    else:
+        state = {"epoch": 0, "best": None, "best_epoch": None, "seconds": 0.0}
+        if t["init_checkpoint"]:
+            model.load_weights(t["init_checkpoint"])
+            log.info("starting from the weights of %s", t["init_checkpoint"])
 
     batches = TileBatches(
         x, y, t["batch_size"], t["steps_per_epoch"], t["positive_fraction"], bool(t["augment"]), int(t["seed"])
