@@ -380,3 +380,33 @@ def test_service_under_supervisor_survives_worker_kill_restart_and_fritz_errors(
     origins = sorted(p["body"]["origin"] for p in fritz.posts_to("candidate"))
     assert origins == sorted(f"{n}_0" for n in GOOD)
     ledger.close()
+
+
+def test_watcher_runs_once_over_a_window(tmp_path, checkpoint, services):
+    """``--utc_stop`` given: one cycle over that window, wait for its frames, exit.  A dask cluster
+    in this process (threads) stands in for the sentinel's LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    from sentinel.watcher import Watcher
+
+    irsa, kowalski, fritz, mpc, skybot = services
+    jd_now = 2440587.5 + time.time() / 86400
+    # an old exposure of a non-Twilight programme, and the Twilight exposure of the fixture
+    kowalski.add(ztf_ops_document("ztf_20191015300000_000571_zg", jd_now - 30, "MSIP all-sky"))
+    config = _config(tmp_path, checkpoint, irsa, kowalski, fritz, mpc, skybot, post_to_fritz=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        watcher = Watcher(config, client=client)
+        stop = dt.datetime.now(dt.timezone.utc)
+        start = stop - dt.timedelta(days=40)
+        # all surveys: both exposures; twilight only: the fixture's one
+        names = watcher.frames_in_window(start, stop, twilight=False)
+        assert len(names) == 128
+        watcher.run(utc_start=start.isoformat(), utc_stop=stop.isoformat(), twilight=True)
+        recs = {r["name"]: r for r in watcher.ledger.frames()}
+        assert set(recs) == set(expand_fileroot(FILEROOT))
+        assert all(r["status"] in ("success", "error") for r in recs.values())
+        assert [n for n, r in recs.items() if r["status"] == "success"] == GOOD
+        # a second run finds nothing new to do
+        assert watcher.cycle(start, stop, twilight=True) == []
+    assert fritz.posts == []  # post_to_fritz is off
