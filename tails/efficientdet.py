@@ -376,3 +376,192 @@ def Tails(
     # float32 output also under a mixed-precision policy
     outputs = layers.Dense(3, activation="sigmoid", dtype="float32", name="loc")(x)
     return keras.Model(inputs=triplet, outputs=outputs, name=name)
+
+
+def predict_tiles(
+    model: keras.Model,
+    tiles: np.ndarray,
+    batch_size: int = 64,
+    jit_compile: bool | None = None,
+) -> np.ndarray:
+    """Run the model on preprocessed tiles, in batches.
+
+    Uses ``model.predict_on_batch``, which calls the model through its cached compiled predict
+    function (a ``tf.function`` under TensorFlow, ``jax.jit`` under JAX) without the per-call
+    set-up of ``model.predict``. Every batch but the last has ``batch_size`` tiles.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A :func:`Tails` model.
+    tiles : ndarray, shape (N, H, W, C)
+        Preprocessed triplets (:func:`tails.preprocess.preprocess_tiles`).
+    batch_size : int
+        Tiles per model call.
+    jit_compile : bool or None
+        Compile the predict function with XLA. None keeps the model's setting (Keras' default:
+        off for TensorFlow on CPU); a value sets ``model.jit_compile`` and rebuilds the predict
+        function when it changes.
+
+    Returns
+    -------
+    ndarray, shape (N, 3), float32
+        ``[p_comet, x/W, y/H]`` per tile.
+
+    Raises
+    ------
+    ValueError
+        If the tiles do not have the model's input shape, or batch_size is not positive.
+    """
+    tiles = np.asarray(tiles, dtype=np.float32)
+    expected = tuple(model.input_shape[1:])
+    if tiles.ndim != 4 or tuple(tiles.shape[1:]) != expected:
+        raise ValueError(f"tiles must have shape (N, {', '.join(map(str, expected))}), got {tiles.shape}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if len(tiles) == 0:
+        return np.zeros((0, 3), dtype=np.float32)
+    if jit_compile is not None and bool(model.jit_compile) != bool(jit_compile):
+        model.jit_compile = bool(jit_compile)
+        model.predict_function = None  # rebuilt on the next call
+    out = [
+        np.asarray(model.predict_on_batch(tiles[i : i + batch_size]), dtype=np.float32)
+        for i in range(0, len(tiles), int(batch_size))
+    ]
+    return np.concatenate(out, axis=0)
+
+
+_STEM_SUFFIXES = (".weights.h5", ".h5", ".keras")
+
+
+def find_bundled_checkpoint(models_dir: str | Path | None = None) -> Path:
+    """The newest bundled model: ``models/tails-*/tails.weights.h5``, the latest by folder name.
+
+    Folder names carry the date (``tails-YYYYMMDD``), so the lexically last one is the newest.
+
+    Parameters
+    ----------
+    models_dir : str or Path, optional
+        Where to look; :data:`DEFAULT_MODELS_DIR` by default.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no bundled model exists.
+    """
+    models_dir = Path(models_dir) if models_dir is not None else DEFAULT_MODELS_DIR
+    found = sorted(models_dir.glob(f"tails-*/{CHECKPOINT_FILENAME}"), key=lambda p: p.parent.name)
+    if not found:
+        raise FileNotFoundError(
+            f"no bundled Tails model found (looked for {models_dir}/tails-*/{CHECKPOINT_FILENAME}); "
+            "train one with `tails train` or pass --checkpoint=PATH to a .weights.h5 file"
+        )
+    return found[-1]
+
+
+def model_name(checkpoint: str | Path | None = None) -> str:
+    """The name of a model, written as ``tails_v`` in the outputs.
+
+    Parameters
+    ----------
+    checkpoint : str or Path, optional
+        A ``.weights.h5`` file; None means the bundled model.
+
+    Returns
+    -------
+    str
+        The folder name for a bundled-style checkpoint (``.../tails-20261124/tails.weights.h5``
+        gives ``"tails-20261124"``), otherwise the file name without its ``.weights.h5`` suffix.
+    """
+    path = find_bundled_checkpoint() if checkpoint is None else Path(checkpoint)
+    if path.name == CHECKPOINT_FILENAME and path.parent.name.startswith("tails-"):
+        return path.parent.name
+    name = path.name
+    for suffix in _STEM_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def load_model(checkpoint: str | Path | None = None, **kwargs) -> keras.Model:
+    """Build :func:`Tails` and load its weights.
+
+    Parameters
+    ----------
+    checkpoint : str or Path, optional
+        A Keras ``.weights.h5`` file; None means the bundled model
+        (:func:`find_bundled_checkpoint`).
+    **kwargs
+        Passed to :func:`Tails` (input shape, sizes); they must match the checkpoint's.
+
+    Returns
+    -------
+    keras.Model
+        The model, ready for :func:`predict_tiles`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the checkpoint does not exist, or there is no bundled model.
+    ValueError
+        If the checkpoint is not a ``.weights.h5`` file, or was made for a different architecture.
+    """
+    path = find_bundled_checkpoint() if checkpoint is None else Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; pass --checkpoint=PATH to a .weights.h5 file "
+            "or train a model with `tails train`"
+        )
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(
+            f"checkpoint {path} is not a Keras weights file: its name must end with .weights.h5 "
+            "(as written by model.save_weights and `tails train`)"
+        )
+    model = Tails(**kwargs)
+    try:
+        _check_weights_file(path, model)
+        model.load_weights(path)
+    except (ValueError, KeyError) as err:
+        raise ValueError(
+            f"checkpoint {path} was made for a different architecture than Tails({_kwargs_repr(kwargs)}): "
+            f"its weights do not fit ({_first_line(err)}). Pass the model options it was trained "
+            "with, or use a checkpoint trained for this version of Tails."
+        ) from err
+    except OSError as err:
+        raise ValueError(f"checkpoint {path} cannot be read as an HDF5 weights file: {err}") from err
+    logger.info("loaded Tails weights from %s (%d parameters)", path, model.count_params())
+    return model
+
+
+def _check_weights_file(path: Path, model: keras.Model) -> None:
+    """Raise ValueError unless the file holds exactly the model's variables (by number and shape).
+
+    Keras loads a ``.weights.h5`` file layer by layer and ignores layers that the file has but the
+    model lacks, so a checkpoint of a deeper model would load silently without this check.
+    """
+    import h5py  # a dependency of keras' weights format
+
+    shapes: list[tuple] = []
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: shapes.append(tuple(obj.shape))
+            if isinstance(obj, h5py.Dataset) and name.startswith("layers/")
+            else None
+        )
+    expected = sorted(tuple(int(d) for d in w.shape) for w in model.weights)
+    if sorted(shapes) != expected:
+        n_params = sum(int(np.prod(s)) for s in shapes)
+        raise ValueError(
+            f"the file has {len(shapes)} variables ({n_params} values), "
+            f"the model {len(expected)} ({model.count_params()} values)"
+        )
+
+
+def _kwargs_repr(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = " ".join(lines[:3]) if lines else type(err).__name__
+    return re.sub(r"\s+", " ", text)[:400]

@@ -1,0 +1,232 @@
+"""Tests of the Tails model: architecture, inference helper, weights files, backends."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from tails import efficientdet  # noqa: E402
+from tails.efficientdet import (  # noqa: E402
+    CHECKPOINT_FILENAME,
+    Tails,
+    find_bundled_checkpoint,
+    load_model,
+    model_name,
+    predict_tiles,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small configuration for the tests where the full model is not the point.
+TINY = dict(
+    input_shape=(128, 128, 3),
+    width_coefficient=0.25,
+    depth_coefficient=0.34,
+    bifpn_width=16,
+    bifpn_layers=2,
+    head_depth=1,
+)
+# P3..P7 of a 128x128 input: 16^2 + 8^2 + 4^2 + 2^2 + 1^2
+TINY_HEAD_SIZE = 341
+
+
+def _randomize(model: keras.Model, seed: int = 0) -> None:
+    """Give every weight a random value of a sensible scale, so that outputs differ by tile."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        shape, path = tuple(w.shape), w.path
+        if "moving_variance" in path or "gamma" in path:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) >= 2:  # kernels: fan-in scaled
+            fan_in = np.prod(shape[:-2]) * (1 if "depthwise" in path else shape[-2])
+            value = rng.normal(0.0, 2.5 / np.sqrt(fan_in), shape)
+        else:
+            value = rng.normal(0.0, 0.1, shape)
+        w.assign(value.astype("float32"))
+
+
+def _tiles(n: int, size: int = 128, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> keras.Model:
+    model = Tails(**TINY)
+    _randomize(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.weights.h5"
+    tiny_model.save_weights(path)
+    return path
+
+
+def test_default_architecture():
+    model = Tails()
+    assert model.input_shape == (None, 256, 256, 3)
+    assert model.output_shape == (None, 3)
+    # the concatenated P3..P7 maps: 32^2 + 16^2 + 8^2 + 4^2 + 2^2 (ZTF.md, "The original Tails")
+    assert model.get_layer("head_features").output.shape == (None, 1364)
+    # the backbone's feature maps C3, C4, C5 (EfficientNet-B0)
+    assert model.get_layer("block3b_add").output.shape == (None, 32, 32, 40)
+    assert model.get_layer("block5c_add").output.shape == (None, 16, 16, 112)
+    assert model.get_layer("block7a_project_bn").output.shape == (None, 8, 8, 320)
+    # about 3.95 M parameters, as published
+    assert 3_900_000 <= model.count_params() <= 4_000_000
+    # no rescaling or normalisation layer: the inputs are preprocessed by tails.preprocess
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert not kinds & {"Rescaling", "Normalization"}
+
+
+def test_output_shape_and_range(tiny_model):
+    assert tiny_model.get_layer("head_features").output.shape == (None, TINY_HEAD_SIZE)
+    out = np.asarray(tiny_model(_tiles(5), training=False))
+    assert out.shape == (5, 3)
+    assert np.all((out >= 0) & (out <= 1))
+    assert np.isfinite(out).all()
+
+
+def test_weighted_bifpn_builds():
+    model = Tails(**dict(TINY, bifpn_layers=1, weighted_bifpn=True))
+    out = predict_tiles(model, _tiles(2), batch_size=2)
+    assert out.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(input_shape=(100, 100, 3)), dict(input_shape=(256, 256)), dict(bifpn_width=0)],
+)
+def test_bad_options(kwargs):
+    with pytest.raises(ValueError):
+        Tails(**kwargs)
+
+
+def test_predict_tiles_matches_model(tiny_model):
+    tiles = _tiles(7)
+    expected = np.asarray(tiny_model(tiles, training=False))
+    out = predict_tiles(tiny_model, tiles, batch_size=3)  # batches of 3, 3 and 1
+    assert out.shape == (7, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert np.std(out[:, 0]) > 1e-3  # the tiles are told apart
+
+
+def test_predict_tiles_empty_and_bad_shape(tiny_model):
+    assert predict_tiles(tiny_model, np.zeros((0, 128, 128, 3), "float32")).shape == (0, 3)
+    with pytest.raises(ValueError, match="shape"):
+        predict_tiles(tiny_model, np.zeros((2, 64, 64, 3), "float32"))
+    with pytest.raises(ValueError, match="batch_size"):
+        predict_tiles(tiny_model, _tiles(1), batch_size=0)
+
+
+def test_save_load_round_trip(tiny_model, tiny_checkpoint):
+    model = load_model(tiny_checkpoint, **TINY)
+    tiles = _tiles(4)
+    np.testing.assert_allclose(
+        predict_tiles(model, tiles), predict_tiles(tiny_model, tiles), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "change", [dict(bifpn_width=24), dict(bifpn_layers=1), dict(input_shape=(256, 256, 3))]
+)
+def test_load_wrong_architecture(tiny_checkpoint, change):
+    with pytest.raises(ValueError, match="different architecture") as info:
+        load_model(tiny_checkpoint, **dict(TINY, **change))
+    assert str(tiny_checkpoint) in str(info.value)
+
+
+def test_load_missing_or_not_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope.weights.h5", **TINY)
+    other = tmp_path / "model.keras"
+    other.write_bytes(b"not weights")
+    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+        load_model(other, **TINY)
+
+
+def test_no_bundled_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(efficientdet, "DEFAULT_MODELS_DIR", tmp_path / "models")
+    with pytest.raises(FileNotFoundError) as info:
+        load_model(None)
+    message = str(info.value)
+    assert "tails train" in message and "--checkpoint" in message
+
+
+def test_bundled_model_is_newest(tmp_path, monkeypatch, tiny_checkpoint, tiny_model):
+    models = tmp_path / "models"
+    for name in ("tails-20260101", "tails-20261124", "tails-20250612"):
+        (models / name).mkdir(parents=True)
+        (models / name / CHECKPOINT_FILENAME).write_bytes(tiny_checkpoint.read_bytes())
+    (models / "unrelated").mkdir()
+    monkeypatch.setattr(efficientdet, "DEFAULT_MODELS_DIR", models)
+    assert find_bundled_checkpoint() == models / "tails-20261124" / CHECKPOINT_FILENAME
+    assert model_name(None) == "tails-20261124"
+    model = load_model(None, **TINY)
+    tiles = _tiles(2)
+    np.testing.assert_allclose(predict_tiles(model, tiles), predict_tiles(tiny_model, tiles), atol=1e-6)
+
+
+def test_model_name():
+    assert model_name("/x/models/tails-20261124/tails.weights.h5") == "tails-20261124"
+    assert model_name("/x/runs/best.weights.h5") == "best"
+    assert model_name("ckpt/tails-e42.weights.h5") == "tails-e42"
+
+
+def _other_backend() -> str | None:
+    for name in ("jax", "torch"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return None
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import keras
+    sys.path.insert(0, {repo!r})
+    from tails.efficientdet import load_model, predict_tiles
+    assert keras.backend.backend() == {backend!r}, keras.backend.backend()
+    kwargs = json.loads({kwargs!r})
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    model = load_model({ckpt!r}, **kwargs)
+    out = predict_tiles(model, np.load({tiles!r}), batch_size=3)
+    np.save({out!r}, out)
+    """
+)
+
+
+@pytest.mark.skipif(_other_backend() is None, reason="neither jax nor torch is installed")
+def test_weights_load_under_other_backend(tiny_model, tiny_checkpoint, tmp_path):
+    backend = _other_backend()
+    tiles = _tiles(5, seed=3)
+    np.save(tmp_path / "tiles.npy", tiles)
+    expected = predict_tiles(tiny_model, tiles)
+    script = _CHILD.format(
+        repo=str(REPO),
+        backend=backend,
+        kwargs=json.dumps(TINY),
+        ckpt=str(tiny_checkpoint),
+        tiles=str(tmp_path / "tiles.npy"),
+        out=str(tmp_path / "out.npy"),
+    )
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = np.load(tmp_path / "out.npy")
+    assert out.shape == (5, 3)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
