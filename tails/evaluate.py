@@ -611,7 +611,7 @@ def plot_fnr_fpr(metrics: dict[str, Any], path: Path) -> None:
     lines = ax2.get_legend_handles_labels()
     lines_b = ax2b.get_legend_handles_labels()
     ax2.legend(lines[0] + lines_b[0], lines[1] + lines_b[1], fontsize=8, loc="upper center")
-    fig.suptitle(f"Tails {metrics['model']}: error rates versus threshold")
+    fig.suptitle(f"{metrics['model']}: error rates versus threshold")
     _save_figure(fig, path)
 
 
@@ -632,7 +632,7 @@ def plot_roc(metrics: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false positive rate (negative tiles)")
     ax.set_ylabel("true positive rate (tiles with a nucleus)")
-    ax.set_title(f"Tails {metrics['model']}: per-tile ROC")
+    ax.set_title(f"{metrics['model']}: per-tile ROC")
     ax.legend(loc="lower right")
     _save_figure(fig, path)
 
@@ -649,7 +649,7 @@ def plot_pr(metrics: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("recall (tiles with a nucleus)")
     ax.set_ylabel("precision")
-    ax.set_title(f"Tails {metrics['model']}: per-tile precision-recall")
+    ax.set_title(f"{metrics['model']}: per-tile precision-recall")
     ax.legend(loc="lower left")
     _save_figure(fig, path)
 
@@ -669,7 +669,7 @@ def plot_offsets(offsets: np.ndarray, metrics: dict[str, Any], path: Path) -> No
         ax.legend()
     ax.set_xlabel("offset from the true nucleus (px)")
     ax.set_ylabel("comets")
-    ax.set_title(f"Tails {metrics['model']}: localisation ({loc['n']} comets, p > {metrics['score_threshold']:g})")
+    ax.set_title(f"{metrics['model']}: localisation ({loc['n']} comets, p > {metrics['score_threshold']:g})")
     _save_figure(fig, path)
 
 
