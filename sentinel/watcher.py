@@ -26,7 +26,6 @@ import datetime as dt
 import logging
 import signal
 import threading
-import time
 from typing import Any, Iterable, Mapping
 
 __all__ = ["task_key", "parse_key", "window", "Watcher", "main"]
@@ -102,15 +101,36 @@ class Watcher:
 
         from .cluster import connect
         from .ledger import open_ledger
-        from .worker import TailsWorkerPlugin
 
         self.config = config
         self.app = config["sentinel"]["app"]
         self.ledger = ledger or open_ledger(config)
+        self._own_client = client is None
         self.client = client or connect(config)
-        self.client.register_plugin(TailsWorkerPlugin(config))
+        self.ensure_ready()
         self.kowalski = kowalski or make_kowalski(config)
         self.futures: dict[str, Any] = {}
+
+    def ensure_ready(self) -> None:
+        """Reconnect to the scheduler if the connection was lost, and make sure the scheduler
+        holds the worker plugin (a restarted scheduler has forgotten it).  The plugin is only
+        registered when missing: registering it again would reload the model on every worker."""
+        from .cluster import connect
+        from .worker import PLUGIN_NAME, TailsWorkerPlugin
+
+        if self._own_client and self.client.status not in ("running", "connecting", "newly-created"):
+            log.warning("dask client is %s: reconnecting", self.client.status)
+            try:
+                self.client.close()
+            except Exception:  # noqa: BLE001 - it is gone anyway
+                pass
+            self.client = connect(self.config)
+        has_plugin = self.client.run_on_scheduler(
+            lambda dask_scheduler=None: PLUGIN_NAME in dask_scheduler.worker_plugins
+        )
+        if not has_plugin:
+            self.client.register_plugin(TailsWorkerPlugin(self.config))
+            log.info("worker plugin %s registered with the scheduler", PLUGIN_NAME)
 
     # -- scheduler state -------------------------------------------------------------------
     def live_keys(self) -> dict[str, str]:
@@ -166,6 +186,7 @@ class Watcher:
 
     def cycle(self, start: dt.datetime, stop: dt.datetime, twilight: bool, keep: bool = False) -> list[str]:
         """Look for frames and submit the new ones; returns the frames submitted."""
+        self.ensure_ready()
         names = self.frames_in_window(start, stop, twilight)
         todo = self.ledger.submit(
             names,
@@ -273,17 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    # the scheduler may still be starting (supervisord starts both programs together)
-    deadline = time.monotonic() + 120
+    # The scheduler may still be starting (supervisord starts both programs together), and
+    # Kowalski may be unreachable for a while: keep trying rather than exit (supervisord would
+    # give up on a program that fails several times in a row).
     while True:
         try:
             watcher = Watcher(config)
             break
-        except OSError as e:
-            if time.monotonic() > deadline:
-                raise
-            log.info("waiting for the dask scheduler: %s", e)
-            time.sleep(2)
+        except Exception as e:  # noqa: BLE001 - logged, retried
+            log.warning("not ready (%s: %s); trying again in 5 s", type(e).__name__, e)
+            if stop.wait(5):
+                return 0
     try:
         watcher.run(args.utc_start, args.utc_stop, args.twilight, stop_event=stop)
     finally:
