@@ -412,7 +412,8 @@ class MongoLedger(Ledger):
     ``{collection}_events``), as the original sentinel kept its frames.
 
     Every compare-and-set is one ``find_one_and_update`` with the condition in its filter, so
-    it is atomic across processes and machines.
+    it is atomic across processes and machines.  ``client`` may be given instead of the
+    connection parameters (any ``pymongo.MongoClient``-like object).
     """
 
     def __init__(
@@ -424,13 +425,16 @@ class MongoLedger(Ledger):
         db: str = "tails",
         collection: str = "frames",
         timeout_ms: int = 10000,
+        client: Any = None,
     ):
-        import pymongo
+        if client is None:
+            import pymongo
 
-        kwargs: dict[str, Any] = {"serverSelectionTimeoutMS": int(timeout_ms)}
-        if username:
-            kwargs.update(username=username, password=password)
-        self.client = pymongo.MongoClient(host=host, port=int(port), **kwargs)
+            kwargs: dict[str, Any] = {"serverSelectionTimeoutMS": int(timeout_ms)}
+            if username:
+                kwargs.update(username=username, password=password)
+            client = pymongo.MongoClient(host=host, port=int(port), **kwargs)
+        self.client = client
         self.db = self.client[db]
         self.frames_c = self.db[collection]
         self.posts_c = self.db[f"{collection}_posts"]

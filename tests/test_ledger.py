@@ -14,13 +14,18 @@ NAMES = [f"ztf_20191014495961_000570_zr_c05_o_q{q}" for q in (1, 2, 3, 4)]
 
 
 def _mongo():
-    """A MongoDB for the Mongo backend: TAILS_TEST_MONGO=host:port (skipped otherwise)."""
+    """The Mongo backend: against a real MongoDB at TAILS_TEST_MONGO=host:port when given,
+    otherwise against mongomock's in-memory stand-in for pymongo (skipped if not installed)."""
     where = os.environ.get("TAILS_TEST_MONGO")
-    if not where:
-        pytest.skip("no MongoDB here; set TAILS_TEST_MONGO=host:port to test the Mongo ledger")
-    host, port = where.rsplit(":", 1)
-    ledger = MongoLedger(host=host, port=int(port), db="tails_test", collection=f"frames_{os.getpid()}")
-    ledger.db.drop_collection(ledger.frames_c.name)
+    collection = f"frames_{os.getpid()}"
+    if where:
+        host, port = where.rsplit(":", 1)
+        ledger = MongoLedger(host=host, port=int(port), db="tails_test", collection=collection)
+    else:
+        mongomock = pytest.importorskip("mongomock", reason="no MongoDB: set TAILS_TEST_MONGO or install mongomock")
+        ledger = MongoLedger(db="tails_test", collection=collection, client=mongomock.MongoClient())
+    for c in (ledger.frames_c, ledger.posts_c, ledger.events_c):
+        c.delete_many({})
     return ledger
 
 
