@@ -34,21 +34,36 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("sentinel_throughput")
 
 
-def _write_mirror(root: Path, names: list[str], seed: int = 0) -> None:
-    """Full-size synthetic sci/ref/diff triplets in IRSA's layout, one per name (tests/fitsutil.py:
-    a TPV WCS, stars, sky and noise like a real r-band frame; the reference on its own grid)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fitsutil import irsa_paths, make_frame, write_irsa_frame
+def _write_mirror(root: Path, names: list[str], seed: int = 0) -> str:
+    """Full-size sci/ref/diff triplets in IRSA's layout, one per name: simulated once with
+    ``tails.simulate`` (or, without it, tests/fitsutil.py's stars on sky and noise) and copied
+    under the other names.  Returns what made them."""
+    from tails.frames import parse_frame, ref_url, sci_url
+    from tails.frames import DIFF_SUFFIX, SCI_SUFFIX
 
-    frame = make_frame(shape=(3080, 3072), n_sources=400, noise=6.6, seed=seed)
     first = names[0]
-    write_irsa_frame(root, first, frame=frame)
-    src = irsa_paths(root, first)
+    try:
+        from tails.simulate import simulate_frame, write_frame
+
+        write_frame(simulate_frame(first, seed=seed), root)
+        source = "tails.simulate"
+    except ImportError:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from fitsutil import make_frame, write_irsa_frame
+
+        write_irsa_frame(root, first, frame=make_frame(shape=(3080, 3072), n_sources=400, noise=6.6, seed=seed))
+        source = "tests/fitsutil.py"
+
+    def paths(name: str) -> list[Path]:
+        f = parse_frame(name)
+        return [Path(sci_url(f, str(root), SCI_SUFFIX)), Path(sci_url(f, str(root), DIFF_SUFFIX)),
+                Path(ref_url(f, str(root)))]
+
     for name in names[1:]:
-        dst = irsa_paths(root, name)
-        for key in ("sci", "diff", "ref"):
-            dst[key].parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src[key], dst[key])
+        for src, dst in zip(paths(first), paths(name)):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    return source
 
 
 def _names(n: int, tag: int) -> list[str]:
@@ -85,8 +100,8 @@ def measure(config: dict, n_workers: int, n_frames: int, workdir: Path, threads:
     names = _names(n_frames + n_workers, tag)
     mirror = workdir / f"irsa_{n_workers}"
     t0 = time.perf_counter()
-    _write_mirror(mirror, names, seed=n_workers)
-    log.info("%d frames written in %.0f s", len(names), time.perf_counter() - t0)
+    source = _write_mirror(mirror, names, seed=n_workers)
+    log.info("%d frames from %s written in %.0f s", len(names), source, time.perf_counter() - t0)
 
     cfg = json.loads(json.dumps(config))
     cfg["irsa"]["url"] = mirror.resolve().as_uri() + "/"
@@ -118,6 +133,7 @@ def measure(config: dict, n_workers: int, n_frames: int, workdir: Path, threads:
     out = {
         "workers": n_workers,
         "frames": n_frames,
+        "frames_from": source,
         "seconds": round(elapsed, 1),
         "frames_per_minute": round(60 * n_frames / elapsed, 2),
         "seconds_per_frame": round(elapsed / n_frames, 1),

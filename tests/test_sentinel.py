@@ -410,3 +410,45 @@ def test_watcher_runs_once_over_a_window(tmp_path, checkpoint, services):
         # a second run finds nothing new to do
         assert watcher.cycle(start, stop, twilight=True) == []
     assert fritz.posts == []  # post_to_fritz is off
+
+
+@pytest.mark.slow
+def test_bundled_model_finds_the_simulated_comet_and_posts_it_once(tmp_path, services):
+    """With the bundled (trained) model and the simulator: a full-size frame with a Borisov-like
+    comet (as scripts/demo.py) gives a candidate at the comet, posted once with all its parts;
+    the same field without a comet gives none."""
+    simulate = pytest.importorskip("tails.simulate", reason="the simulator is not there yet")
+    from tails.efficientdet import find_bundled_checkpoint
+
+    try:
+        find_bundled_checkpoint()
+    except FileNotFoundError:
+        pytest.skip("no bundled model in models/")
+    from sentinel.worker import TailsWorker
+
+    irsa_root = tmp_path / "irsa"
+    comet_frame = "ztf_20191014495961_000570_zr_c05_o_q3"
+    empty_frame = "ztf_20191014495961_000570_zr_c05_o_q4"
+    borisov = {"x": 558.0, "y": 2639.0, "mag": 17.5, "coma_arcsec": 8.0, "tail_arcsec": 20.0, "pa_deg": 300.0}
+    simulate.write_frame(simulate.simulate_frame(comet_frame, seed=2019, comets=[borisov]), irsa_root)
+    simulate.write_frame(simulate.simulate_frame(empty_frame, seed=2020, comets=[]), irsa_root)
+
+    irsa, kowalski, fritz, mpc, skybot = services
+    with IrsaServer(irsa_root) as sim_irsa:
+        config = _config(tmp_path, Path("unused"), sim_irsa, kowalski, fritz, mpc, skybot)
+        config["tails"].update(checkpoint=None, score_threshold=0.5, reproject="swarp")
+        tw = TailsWorker(config)
+        tw.ledger.submit([comet_frame, empty_frame])
+        assert tw.process(comet_frame, 1)["status"] == "success"
+        assert tw.process(empty_frame, 1)["status"] == "success"
+    assert tw.ledger.get(empty_frame)["n_candidates"] == 0
+    n = tw.ledger.get(comet_frame)["n_candidates"]
+    assert n >= 1
+    anns = [p["body"]["data"] for p in fritz.posts_to("annotation")]
+    near = [a for a in anns if abs(a["x"] - 558) < 10 and abs(a["y"] - 2639) < 10]
+    assert len(near) == 1, anns
+    per_object = _by_object(fritz)
+    assert len(per_object) == n  # every candidate once
+    for parts in per_object.values():
+        _check_complete(parts)
+    tw.ledger.close()
