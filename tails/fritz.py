@@ -54,6 +54,7 @@ __all__ = [
     "comment_bodies",
     "posting_plan",
     "jsonable",
+    "read_png",
 ]
 
 log = logging.getLogger(__name__)
