@@ -49,6 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FILEROOT = "ztf_20191014495961_000570_zr"
 GOOD = [f"{FILEROOT}_c01_o_q1", f"{FILEROOT}_c01_o_q2"]
 BAD = f"{FILEROOT}_c01_o_q3"
+# a later exposure, announced after the dask cluster alone was restarted
+FILEROOT2 = "ztf_20191014600000_000570_zr"
+LATE = f"{FILEROOT2}_c01_o_q1"
 # frames for the in-process tests (not part of the exposure the watcher sees)
 SOLO = [f"ztf_20191015300000_000571_zg_c02_o_q{q}" for q in (1, 2, 3, 4)]
 SHAPE = (256, 256)
@@ -73,7 +76,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("irsa")
-    for i, name in enumerate(GOOD + [BAD] + SOLO):
+    for i, name in enumerate(GOOD + [BAD] + SOLO + [LATE]):
         write_irsa_frame(root, name, shape=SHAPE, seed=i + 1)
     irsa_paths(root, BAD)["sci"].write_bytes(b"SIMPLE  = this is not a FITS file" + b"\0" * 3000)
     return root
@@ -348,6 +351,18 @@ def test_service_under_supervisor_survives_worker_kill_restart_and_fritz_errors(
         _wait("two watcher cycles after the restart",
               lambda: (logs / "watcher.log").read_text().count(" submitted, ") >= cycles + 2, 120, logs)
         time.sleep(3)  # give a wrongly resubmitted frame the time to show up
+        snapshot = {r["name"]: dict(r) for r in ledger.frames()}
+        posts = len(fritz.posts)
+
+        # 3. restart the dask cluster alone; the watcher must reconnect, give the new workers
+        #    their plugin again, and process a new exposure
+        ctl = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf)]
+        subprocess.run(ctl + ["restart", "dask-cluster"], check=True, capture_output=True, timeout=120)
+        kowalski.add(ztf_ops_document(FILEROOT2, 2440587.5 + time.time() / 86400 - 0.5 / 24))
+        _wait(f"{LATE} to succeed after the cluster restart",
+              lambda: (ledger.get(LATE) or {}).get("status") == "success", 240, logs)
+        _wait("the new exposure to be final", lambda: len(ledger.frames()) == 128 and ledger.counts()["processing"] == 0,
+              240, logs)
     finally:
         _stop(proc)
         for r in ledger.frames():
@@ -356,7 +371,9 @@ def test_service_under_supervisor_survives_worker_kill_restart_and_fritz_errors(
     assert not any(_alive(p) for p in worker_pids)
 
     recs = {r["name"]: r for r in ledger.frames()}
-    assert set(recs) == set(frames)  # no frame lost
+    # the cluster restart changed nothing about the first exposure
+    assert {n: recs[n] for n in frames} == snapshot
+    assert set(recs) == set(frames) | set(expand_fileroot(FILEROOT2))  # no frame lost
     for name in GOOD:
         assert recs[name]["status"] == "success" and recs[name]["n_candidates"] == 1
         assert len(ledger.events(name, "success")) == 1  # processed once
@@ -374,11 +391,11 @@ def test_service_under_supervisor_survives_worker_kill_restart_and_fritz_errors(
     assert fritz.invalid == []
     assert len(fritz.failed) == 3
     per_object = _by_object(fritz)
-    assert len(per_object) == 2
+    assert len(per_object) == 3 and len(fritz.posts) == posts + 8
     for parts in per_object.values():
         _check_complete(parts)
     origins = sorted(p["body"]["origin"] for p in fritz.posts_to("candidate"))
-    assert origins == sorted(f"{n}_0" for n in GOOD)
+    assert origins == sorted(f"{n}_0" for n in GOOD + [LATE])
     ledger.close()
 
 
