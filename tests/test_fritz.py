@@ -156,3 +156,16 @@ def test_bad_token_and_unknown_object(server):
     with pytest.raises(FritzError, match="no such object"):
         client.send(_plan("ZTF20200101_aaaaaa")[1])
     assert server.invalid and server.posts == []
+
+
+def test_session_follows_ztf_md():
+    """ZTF.md: token header, 5 retries with backoff factor 2 on 405/429/5xx (POST too), 5 s."""
+    client = FritzClient.from_config(load_config())
+    assert client.session.headers["Authorization"].startswith("token ")
+    for prefix in ("http://", "https://"):
+        adapter = client.session.adapters[prefix]
+        retry = adapter.max_retries
+        assert retry.total == 5 and retry.backoff_factor == 2
+        assert {405, 429, 500, 502, 503, 504} <= set(retry.status_forcelist)
+        assert "POST" in retry.allowed_methods
+        assert adapter.timeout == 5
