@@ -1,0 +1,742 @@
+"""A realistic simulator of ZTF ccd-quadrant exposures: science, reference and difference.
+
+One call renders a 3080 x 3072 frame in a few seconds and writes the three products as IRSA serves
+them (``sciimg.fits``, ``scimrefdiffimg.fits.fz`` with the image in HDU 1, and ``refimg.fits`` on
+its own grid), with the header keywords Tails reads, plus a truth table.  Facts come from
+``shared/ZTF.md`` (cited as ZTF.md, "row"):
+
+* images: 3080 rows x 3072 columns, float32, 1.01"/px (ZTF.md, "ccd-quadrant image", "pixel scale");
+* noise: Poisson sky and source noise with gain 6 e-/DN and read noise 9 e- (ZTF.md, "gain,
+  read noise"); sky from dark (r about 21 mag/arcsec^2) to bright twilight (ZTF.md, "sky
+  brightness"), calibrated so that a dark r frame has a sky near 158 DN (ZTF.md, "a real r-band frame");
+* zero points MAGZP about 26.3 in DN for the exposure (ZTF.md, "zero points");
+* PSF: Moffat with seeing FWHM 1.2"-3.5" and mild ellipticity (ZTF.md, "seeing");
+* saturation at SATURATE with bleed trails along columns, diffraction spikes (ZTF.md, "saturation");
+* the reference: a deeper coadd (typically 15-40 epochs, so noise lower by ~4-6x) with better seeing,
+  on its own grid offset by tens of pixels and slightly rotated (ZTF.md, "reference image");
+* the difference: science minus the PSF-matched reference on the science grid, with the residuals
+  real ones have: dipoles from sub-pixel misregistration, PSF-mismatch rings and flux-scaling errors
+  around bright stars and galaxy cores (ZTF.md, "difference image");
+* comets: an unresolved nucleus plus a coma with 1/rho surface brightness (A'Hearn 1984), radius
+  2"-60", and a dust tail 0"-200" along a position angle, total r 14-20.5 (ZTF.md, "Comets as ZTF
+  sees them"); in sci and diff, not in the reference.  The truth position is the nucleus;
+* confusers (ZTF.md, "Confusers that are not comets"): asteroids, variable stars and supernovae,
+  cosmic rays, satellite streaks, ghosts / reflection halos of bright stars, bad columns,
+  nebulosity, galaxies, and the edge of the reference footprint.
+
+Everything is reproducible from ``(name, seed)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+from astropy.time import Time
+from astropy.wcs import WCS
+from scipy.signal import fftconvolve
+
+from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, ref_url, sci_url
+
+__all__ = [
+    "FRAME_SHAPE",
+    "Conditions",
+    "SimulatedFrame",
+    "random_conditions",
+    "random_frame_name",
+    "simulate_frame",
+    "write_frame",
+    "simulate_command",
+]
+
+log = logging.getLogger(__name__)
+
+#: A ccd-quadrant image, (rows, columns) (ZTF.md, "ccd-quadrant image").
+FRAME_SHAPE = (3080, 3072)
+#: arcsec per pixel (ZTF.md, "pixel scale").
+PIXSCALE = 1.01
+#: e-/DN and e- (ZTF.md, "gain, read noise": real header GAIN 6.0, READNOI 9).
+GAIN, READ_NOISE = 6.0, 9.0
+EXPTIME = 30.0
+#: Zero points in DN for a 30 s exposure (ZTF.md, "zero points": per image MAGZP, e.g. 26.29 in r).
+MAGZP = {"zg": 26.35, "zr": 26.29, "zi": 25.85}
+#: Dark-sky surface brightness in mag/arcsec^2, calibrated so that a dark r frame has a sky of
+#: about 158 DN (ZTF.md, "a real r-band frame"; "sky brightness" gives g 22.0, r 21.2, i 19.9 for
+#: truly dark skies): 26.29 - 2.5 log10(158 / 1.01^2) = 20.8.
+SKY_DARK = {"zg": 21.5, "zr": 20.8, "zi": 19.8}
+#: Saturation level in DN (ZTF.md, "saturation": e.g. 58647).
+SATURATE = 58000.0
+#: Comet colours relative to r (solar-like: g - r ~ 0.5, r - i ~ 0.15; an estimate).
+COMET_COLOUR = {"zg": 0.5, "zr": 0.0, "zi": -0.15}
+FILTER_NAMES = {"zg": "ZTF_g", "zr": "ZTF_r", "zi": "ZTF_i"}
+#: Area of a quadrant in deg^2 (3072 x 3080 px at 1.01"/px).
+QUAD_AREA_DEG2 = FRAME_SHAPE[0] * FRAME_SHAPE[1] * (PIXSCALE / 3600) ** 2
+
+
+# --------------------------------------------------------------------------- conditions
+@dataclass
+class Conditions:
+    """Observing conditions of one exposure.
+
+    Attributes
+    ----------
+    seeing : float
+        PSF FWHM in arcsec (1.2-3.5, ZTF.md "seeing").
+    sky_mag : float
+        Sky surface brightness, mag/arcsec^2 (dark to twilight).
+    star_density : float
+        Stars brighter than r = 21 per deg^2 (a few thousand at high latitude, 1e5 in the plane).
+    galaxy_density : float
+        Galaxies brighter than r = 21 per deg^2.
+    extinction : float
+        Magnitudes lost to clouds (lowers MAGZP).
+    ref_shift : (float, float)
+        Offset of the reference grid in pixels (columns, rows).
+    ref_rotation : float
+        Rotation of the reference grid, degrees.
+    ref_coverage : float
+        Fraction of the science frame the reference covers along x (footprint edge when < 1).
+    ref_seeing : float
+        Reference PSF FWHM, arcsec.
+    ref_depth : float
+        Noise of the reference relative to one epoch (1 / sqrt(number of epochs)).
+    misregistration : (float, float)
+        Residual misalignment (px) of the PSF-matched reference, making dipoles in the difference.
+    """
+
+    seeing: float = 2.0
+    sky_mag: float = 20.8
+    star_density: float = 8000.0
+    galaxy_density: float = 2000.0
+    extinction: float = 0.0
+    ref_shift: tuple[float, float] = (25.0, -18.0)
+    ref_rotation: float = 0.2
+    ref_coverage: float = 1.0
+    ref_seeing: float = 1.7
+    ref_depth: float = 0.2
+    misregistration: tuple[float, float] = (0.05, -0.03)
+    psf_beta: float = 3.0
+    ellipticity: float = 0.05
+    ellipticity_angle: float = 0.0
+
+
+def random_conditions(rng: np.random.Generator, filt: str = "zr") -> Conditions:
+    """Conditions drawn over ZTF's range, with twilight (bright) skies common (the Twilight survey)."""
+    dark = SKY_DARK[filt]
+    twilight = rng.random() < 0.5
+    sky = rng.uniform(dark - 3.5, dark - 1.0) if twilight else rng.uniform(dark - 1.0, dark + 0.3)
+    seeing = float(np.clip(rng.lognormal(np.log(2.0), 0.25), 1.2, 3.5))
+    plane = rng.random() < 0.25
+    star_density = 10 ** rng.uniform(4.0, 5.0) if plane else 10 ** rng.uniform(3.2, 4.0)
+    coverage = 1.0 if rng.random() < 0.8 else rng.uniform(0.55, 0.95)
+    return Conditions(
+        seeing=seeing,
+        sky_mag=float(sky),
+        star_density=float(star_density),
+        galaxy_density=float(rng.uniform(500, 3000) * (0.3 if plane else 1.0)),
+        extinction=float(rng.exponential(0.1)),
+        ref_shift=(float(rng.uniform(-60, 60)), float(rng.uniform(-60, 60))),
+        ref_rotation=float(rng.uniform(-0.5, 0.5)),
+        ref_coverage=float(coverage),
+        ref_seeing=float(np.clip(seeing * rng.uniform(0.7, 1.05), 1.2, 3.0)),
+        ref_depth=float(1 / np.sqrt(rng.integers(15, 41))),
+        misregistration=(float(rng.normal(0, 0.08)), float(rng.normal(0, 0.08))),
+        psf_beta=float(rng.uniform(2.5, 4.5)),
+        ellipticity=float(rng.uniform(0.0, 0.12)),
+        ellipticity_angle=float(rng.uniform(0, 180)),
+    )
+
+
+def random_frame_name(rng: np.random.Generator) -> str:
+    """A valid ZTF frame name with a random night (2018-2025), field, filter, CCD and quadrant."""
+    jd = rng.uniform(Time("2018-03-20").jd, Time("2025-12-31").jd)
+    date = Time(jd, format="jd").datetime.strftime("%Y%m%d")
+    fraction = int(rng.integers(100000, 999999))
+    field = int(rng.integers(245, 880))
+    filt = str(rng.choice(["zg", "zr", "zr", "zi"]))
+    return f"ztf_{date}{fraction:06d}_{field:06d}_{filt}_c{int(rng.integers(1, 17)):02d}_o_q{int(rng.integers(1, 5))}"
+
+
+# --------------------------------------------------------------------------- PSF and rendering
+def moffat_kernel(fwhm_pix: float, beta: float, ellipticity: float = 0.0, angle_deg: float = 0.0,
+                  size: int | None = None) -> np.ndarray:
+    """A normalised, optionally elliptical Moffat PSF sampled on a square grid."""
+    size = size or int(2 * np.ceil(4 * fwhm_pix) + 1)
+    alpha = fwhm_pix / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    y, x = np.mgrid[: size, : size] - (size - 1) / 2
+    t = np.deg2rad(angle_deg)
+    u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+    q = 1 - ellipticity
+    r2 = (u**2 * q + v**2 / q) / alpha**2
+    k = (1 + r2) ** (-beta)
+    return k / k.sum()
+
+
+def splat(image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> None:
+    """Add point fluxes at sub-pixel positions by bilinear splatting (then convolved with a PSF)."""
+    ny, nx = image.shape
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < nx) & (yi >= 0) & (yi < ny)
+        np.add.at(image, (yi[ok], xi[ok]), flux[ok] * w[ok])
+
+
+def _stamp_add(image: np.ndarray, stamp: np.ndarray, row0: int, col0: int) -> None:
+    """Add a stamp whose upper-left pixel lands at (row0, col0), clipped to the image."""
+    ny, nx = image.shape
+    h, w = stamp.shape
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + h, ny), min(col0 + w, nx)
+    if r1 > r0 and c1 > c0:
+        image[r0:r1, c0:c1] += stamp[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+
+
+def mag_to_dn(mag: np.ndarray | float, zp: float) -> np.ndarray:
+    """Total counts in DN of a source of magnitude ``mag`` for zero point ``zp`` (DN)."""
+    return 10 ** (-0.4 * (np.asarray(mag, float) - zp))
+
+
+def sample_powerlaw_mags(rng: np.random.Generator, n: int, m_min: float, m_max: float, slope: float = 0.3) -> np.ndarray:
+    """Magnitudes with dN/dm proportional to 10^(slope m) (star counts; slope ~0.3 for r < 21)."""
+    a, b = 10 ** (slope * m_min), 10 ** (slope * m_max)
+    return np.log10(a + rng.random(n) * (b - a)) / slope
+
+
+def comet_stamp(x: float, y: float, flux: float, coma_pix: float, tail_pix: float, pa_deg: float,
+                nucleus_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """Pre-PSF surface brightness of a comet: nucleus + 1/rho coma + dust tail.
+
+    The coma's surface brightness goes as 1/rho out to ``coma_pix`` (A'Hearn 1984), fading smoothly
+    beyond; the tail starts at the nucleus along position angle ``pa_deg`` (east of north; on the
+    sky north is +y and east -x for a standard WCS), fades as 1/d, broadens with distance and may
+    curve slightly.  Returns the stamp and the (row0, col0) of its corner; the nucleus is at the
+    stamp's fractional position of (x, y).
+    """
+    half = int(np.ceil(max(coma_pix * 2.5, tail_pix * 1.1) + 6))
+    col0, row0 = int(np.floor(x)) - half, int(np.floor(y)) - half
+    yy, xx = np.mgrid[: 2 * half + 1, : 2 * half + 1].astype(float)
+    dx, dy = xx - (x - col0), yy - (y - row0)
+    rho = np.hypot(dx, dy)
+    coma = 1.0 / np.maximum(rho, 0.5) * np.exp(-((rho / (coma_pix * 1.3)) ** 3))
+    coma_flux = flux * (1 - nucleus_fraction)
+    img = np.zeros_like(coma)
+    if tail_pix > 0.5:
+        pa = np.deg2rad(pa_deg)
+        ux, uy = -np.sin(pa), np.cos(pa)  # direction on the image (x = -east, y = north)
+        along = dx * ux + dy * uy
+        curve = rng.normal(0, 0.15) * along**2 / max(tail_pix, 1)
+        across = -dx * uy + dy * ux - curve
+        width = 0.4 * coma_pix + 0.12 * np.maximum(along, 0)
+        tail = np.where(
+            along > 0,
+            np.exp(-0.5 * (across / np.maximum(width, 0.7)) ** 2) / np.maximum(along + coma_pix, 1.0)
+            * np.exp(-((along / tail_pix) ** 2)),
+            0.0,
+        )
+        tail_share = rng.uniform(0.15, 0.5)
+        img += coma_flux * tail_share * tail / tail.sum()
+        coma_flux *= 1 - tail_share
+    img += coma_flux * coma / coma.sum()
+    # the nucleus: an unresolved point at the coma's peak, splatted at its sub-pixel position
+    splat(img, np.array([x - col0]), np.array([y - row0]), np.array([flux * nucleus_fraction]))
+    return img, row0, col0
+
+
+# --------------------------------------------------------------------------- WCS
+def make_wcs(ra: float, dec: float, shape: tuple[int, int], rotation_deg: float = 0.0,
+             shift: tuple[float, float] = (0.0, 0.0)) -> WCS:
+    """A TAN WCS at 1.01"/px with north up, east left, rotated by ``rotation_deg``.
+
+    ``shift`` moves the reference pixel (columns, rows), i.e. offsets the grid on the sky.
+    """
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = [(shape[1] + 1) / 2 + shift[0], (shape[0] + 1) / 2 + shift[1]]
+    s = PIXSCALE / 3600.0
+    t = np.deg2rad(rotation_deg)
+    w.wcs.cd = np.array([[-s * np.cos(t), s * np.sin(t)], [s * np.sin(t), s * np.cos(t)]])
+    w.wcs.radesys = "ICRS"
+    return w
+
+
+def _affine_sci_to_ref(w_sci: WCS, w_ref: WCS, shape: tuple[int, int]) -> np.ndarray:
+    """The affine map (3 x 3) from science pixels to reference pixels, fitted on a grid."""
+    ys, xs = np.mgrid[0 : shape[0] : 11j, 0 : shape[1] : 11j]
+    ra, dec = w_sci.wcs_pix2world(xs.ravel(), ys.ravel(), 0)
+    xr, yr = w_ref.wcs_world2pix(ra, dec, 0)
+    a = np.column_stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    cx, *_ = np.linalg.lstsq(a, xr, rcond=None)
+    cy, *_ = np.linalg.lstsq(a, yr, rcond=None)
+    return np.array([cx, cy, [0, 0, 1]])
+
+
+# --------------------------------------------------------------------------- the frame
+@dataclass
+class SimulatedFrame:
+    """A simulated exposure: arrays (float32), headers, WCSs and the truth table."""
+
+    name: str
+    sci: np.ndarray
+    ref: np.ndarray
+    diff: np.ndarray
+    header_sci: fits.Header
+    header_ref: fits.Header
+    wcs_sci: WCS
+    wcs_ref: WCS
+    truth: pd.DataFrame
+    conditions: Conditions
+
+
+def _truth_row(kind: str, x: float, y: float, **kw: Any) -> dict:
+    return {"kind": kind, "x": float(x), "y": float(y), **kw}
+
+
+def simulate_frame(
+    name: str,
+    seed: int = 0,
+    comets: Sequence[dict] | None = None,
+    n_comets: int = 0,
+    conditions: Conditions | None = None,
+    comet_mag_range: tuple[float, float] = (14.0, 20.5),
+    coma_range_arcsec: tuple[float, float] = (2.0, 60.0),
+    tail_range_arcsec: tuple[float, float] = (0.0, 200.0),
+    confusers: bool = True,
+    shape: tuple[int, int] = FRAME_SHAPE,
+) -> SimulatedFrame:
+    """Simulate one ZTF ccd-quadrant exposure.
+
+    Parameters
+    ----------
+    name : str
+        The frame name (it sets the filter and the observation time).
+    seed : int
+        Everything random derives from ``(seed, name)``.
+    comets : list of dict, optional
+        Explicit comets with keys ``x``, ``y`` (0-based science pixels of the nucleus), ``mag``
+        (total, in r), ``coma_arcsec``, ``tail_arcsec``, ``pa_deg`` and optionally
+        ``nucleus_fraction``.
+    n_comets : int
+        Random comets to add: positions uniform over the frame (at most one per 256 px tile
+        region), magnitudes uniform in ``comet_mag_range``, coma radii log-uniform in
+        ``coma_range_arcsec``, tails uniform in ``tail_range_arcsec`` (a third without a tail).
+    conditions : Conditions, optional
+        Observing conditions; random (:func:`random_conditions`) by default.
+    confusers : bool
+        Add asteroids, variables, supernovae, cosmic rays, streaks, ghosts, bad columns, nebulosity.
+    shape : (int, int)
+        Image shape; the ZTF ccd-quadrant by default.
+
+    Returns
+    -------
+    SimulatedFrame
+    """
+    frame = parse_frame(name)
+    rng = np.random.default_rng([int(seed), *map(ord, frame.name[-12:])])
+    filt = frame.filter
+    cond = conditions or random_conditions(rng, filt)
+    zp = MAGZP[filt] - cond.extinction + rng.normal(0, 0.02)
+    zp_ref = MAGZP[filt] + rng.normal(0, 0.02)
+    ny, nx = shape
+    seeing_pix = cond.seeing / PIXSCALE
+    rows: list[dict] = []
+
+    # ---- astrometry: the science grid and the reference's own grid
+    ra0 = float(rng.uniform(0, 360))
+    dec0 = float(np.rad2deg(np.arcsin(rng.uniform(-0.45, 0.99))))  # Palomar-visible sky
+    w_sci = make_wcs(ra0, dec0, shape, rotation_deg=float(rng.normal(0, 0.05)))
+    w_ref = make_wcs(ra0, dec0, shape, rotation_deg=cond.ref_rotation, shift=cond.ref_shift)
+    aff = _affine_sci_to_ref(w_sci, w_ref, shape)
+
+    def to_ref(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return aff[0, 0] * x + aff[0, 1] * y + aff[0, 2], aff[1, 0] * x + aff[1, 1] * y + aff[1, 2]
+
+    # ---- the static sky: stars and galaxies (flux maps before the PSF), on both grids
+    margin = 40
+    n_stars = rng.poisson(cond.star_density * QUAD_AREA_DEG2 * 10 ** (0.3 * (22.5 - 21)))
+    n_stars = min(n_stars, 400_000)
+    smag = sample_powerlaw_mags(rng, n_stars, 9.0, 22.5)
+    sx = rng.uniform(-margin, nx + margin, n_stars)
+    sy = rng.uniform(-margin, ny + margin, n_stars)
+    scene = np.zeros(shape, np.float64)
+    scene_ref = np.zeros(shape, np.float64)
+    splat(scene, sx, sy, mag_to_dn(smag, zp))
+    rx, ry = to_ref(sx, sy)
+    splat(scene_ref, rx, ry, mag_to_dn(smag, zp_ref))
+    bright = smag < 12.0
+    for x, y, m in zip(sx[bright], sy[bright], smag[bright]):
+        rows.append(_truth_row("bright_star", x, y, mag=float(m)))
+
+    n_gal = rng.poisson(cond.galaxy_density * QUAD_AREA_DEG2 * 10 ** (0.35 * (22.0 - 21)))
+    gmag = sample_powerlaw_mags(rng, n_gal, 14.0, 22.0, 0.35)
+    gx, gy = rng.uniform(0, nx, n_gal), rng.uniform(0, ny, n_gal)
+    greff = np.clip(rng.lognormal(np.log(1.5), 0.5, n_gal) * 10 ** (-0.15 * (gmag - 18)), 0.5, 40)
+    gq = rng.uniform(0.3, 1.0, n_gal)
+    gpa = rng.uniform(0, np.pi, n_gal)
+    gn = rng.choice([1.0, 4.0], n_gal, p=[0.6, 0.4])
+    for x, y, m, re_, q, pa, n_s in zip(gx, gy, gmag, greff, gq, gpa, gn):
+        half = int(min(6 * re_ + 3, 120))
+        for img, (cx, cy), z in ((scene, (x, y), zp), (scene_ref, to_ref(np.array([x]), np.array([y])), zp_ref)):
+            cx, cy = float(np.squeeze(cx)), float(np.squeeze(cy))
+            c0, r0 = int(cx) - half, int(cy) - half
+            yy, xx = np.mgrid[: 2 * half + 1, : 2 * half + 1]
+            dx, dy = xx - (cx - c0), yy - (cy - r0)
+            u, v = dx * np.cos(pa) + dy * np.sin(pa), -dx * np.sin(pa) + dy * np.cos(pa)
+            r = np.sqrt(u**2 + (v / q) ** 2)
+            b = 1.678 if n_s == 1 else 7.669
+            prof = np.exp(-b * ((r / re_) ** (1 / n_s) - 1))
+            _stamp_add(img, mag_to_dn(m, z) * prof / prof.sum(), r0, c0)
+    for x, y, m in zip(gx[gmag < 17], gy[gmag < 17], gmag[gmag < 17]):
+        rows.append(_truth_row("galaxy", x, y, mag=float(m)))
+
+    # ---- nebulosity (static: in both images) in a quarter of the frames
+    if confusers and rng.random() < 0.25:
+        yy, xx = np.mgrid[0:ny:8, 0:nx:8].astype(float)
+        neb = np.zeros_like(xx)
+        for _ in range(int(rng.integers(2, 6))):
+            cx, cy, s = rng.uniform(0, nx), rng.uniform(0, ny), rng.uniform(80, 600)
+            neb += rng.uniform(0.2, 3.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s**2))
+            rows.append(_truth_row("nebula", cx, cy, size_pix=float(s)))
+        neb_level = mag_to_dn(cond.sky_mag + rng.uniform(1, 4), zp) * PIXSCALE**2
+        from scipy.ndimage import zoom
+
+        neb_full = zoom(neb, 8, order=1)[:ny, :nx] * neb_level
+        scene += neb_full
+        # on the reference grid: sample the same field at the reference's pixel positions
+        from scipy.ndimage import map_coordinates
+
+        inv = np.linalg.inv(aff)
+        ry_, rx_ = np.mgrid[0:ny:8, 0:nx:8].astype(float)
+        sxr = inv[0, 0] * rx_ + inv[0, 1] * ry_ + inv[0, 2]
+        syr = inv[1, 0] * rx_ + inv[1, 1] * ry_ + inv[1, 2]
+        neb_r = map_coordinates(neb, [syr / 8, sxr / 8], order=1, mode="nearest")
+        scene_ref += zoom(neb_r, 8, order=1)[:ny, :nx] * neb_level * 10 ** (0.4 * (zp_ref - zp))
+
+    # ---- transients: only in the science image (and so in the difference)
+    transient = np.zeros(shape, np.float64)
+    comet_list = [dict(c) for c in (comets or [])]
+    if n_comets:
+        cells = rng.permutation([(r, c) for r in range(ny // 256) for c in range(nx // 256)])[:n_comets]
+        for r, c in cells:
+            coma = float(np.exp(rng.uniform(*np.log(coma_range_arcsec))))
+            comet_list.append({
+                "x": float(c * 256 + rng.uniform(0, 256)), "y": float(r * 256 + rng.uniform(0, 256)),
+                "mag": float(rng.uniform(*comet_mag_range)), "coma_arcsec": coma,
+                "tail_arcsec": 0.0 if rng.random() < 1 / 3 else float(rng.uniform(*tail_range_arcsec)),
+                "pa_deg": float(rng.uniform(0, 360)),
+            })
+    for c in comet_list:
+        mag = float(c["mag"]) + COMET_COLOUR[filt]
+        nuc = float(c.get("nucleus_fraction", rng.uniform(0.1, 0.4)))
+        flux = float(mag_to_dn(mag, zp))
+        stamp, r0, c0 = comet_stamp(c["x"], c["y"], flux, c["coma_arcsec"] / PIXSCALE,
+                                    c.get("tail_arcsec", 0.0) / PIXSCALE, c.get("pa_deg", 0.0), nuc, rng)
+        _stamp_add(transient, stamp, r0, c0)
+        rows.append(_truth_row("comet", c["x"], c["y"], mag=float(c["mag"]), coma_arcsec=float(c["coma_arcsec"]),
+                               tail_arcsec=float(c.get("tail_arcsec", 0.0)), pa_deg=float(c.get("pa_deg", 0.0)),
+                               nucleus_fraction=nuc))
+
+    if confusers:
+        # asteroids: moving point sources, some slightly trailed
+        n_ast = rng.poisson(8)
+        ax, ay = rng.uniform(0, nx, n_ast), rng.uniform(0, ny, n_ast)
+        amag = rng.uniform(15, 21, n_ast)
+        for x, y, m in zip(ax, ay, amag):
+            trail = rng.exponential(1.5) if rng.random() < 0.3 else 0.0
+            ang = rng.uniform(0, np.pi)
+            k = np.linspace(-0.5, 0.5, 7) * trail
+            splat(transient, x + k * np.cos(ang), y + k * np.sin(ang), np.full(7, mag_to_dn(m, zp) / 7))
+            rows.append(_truth_row("asteroid", x, y, mag=float(m), trail_pix=float(trail)))
+        # variable stars (brighter or fainter now) and supernovae near galaxies
+        nv = min(rng.poisson(10), n_stars)
+        vi = rng.choice(n_stars, nv, replace=False) if nv else np.array([], int)
+        vi = vi[(smag[vi] > 13) & (smag[vi] < 20)] if nv else vi
+        dv = rng.normal(0, 0.4, len(vi))
+        splat(transient, sx[vi], sy[vi], mag_to_dn(smag[vi], zp) * (10 ** (-0.4 * dv) - 1))
+        for i, d in zip(vi, dv):
+            rows.append(_truth_row("variable", sx[i], sy[i], mag=float(smag[i]), dmag=float(d)))
+        for _ in range(rng.poisson(0.5)):
+            if n_gal == 0:
+                break
+            g = int(rng.integers(n_gal))
+            x, y = gx[g] + rng.normal(0, greff[g]), gy[g] + rng.normal(0, greff[g])
+            m = rng.uniform(17, 20.5)
+            splat(transient, np.array([x]), np.array([y]), np.array([mag_to_dn(m, zp)]))
+            rows.append(_truth_row("supernova", x, y, mag=float(m)))
+
+    # ---- PSFs and images
+    psf = moffat_kernel(seeing_pix, cond.psf_beta, cond.ellipticity, cond.ellipticity_angle)
+    psf_ref = moffat_kernel(cond.ref_seeing / PIXSCALE, cond.psf_beta, cond.ellipticity * 0.5, cond.ellipticity_angle)
+    static_sci = fftconvolve(scene, psf, mode="same")
+    moving_sci = fftconvolve(transient, psf, mode="same")
+    ref_clean = fftconvolve(scene_ref, psf_ref, mode="same")
+    # the PSF-matched reference on the science grid, as ZOGY models it: slightly misregistered and
+    # with a slightly wrong PSF and flux scale -> dipoles, rings and residuals at bright sources
+    dxm, dym = cond.misregistration
+    matched_scene = np.zeros(shape, np.float64)
+    splat(matched_scene, sx + dxm, sy + dym, mag_to_dn(smag, zp) * (1 + rng.normal(0, 0.01)))
+    matched_scene += scene - _splat_copy(shape, sx, sy, mag_to_dn(smag, zp))  # galaxies, nebulae
+    psf_match = moffat_kernel(seeing_pix * rng.uniform(0.97, 1.03), cond.psf_beta * rng.uniform(0.9, 1.1),
+                              cond.ellipticity, cond.ellipticity_angle + rng.normal(0, 10))
+    matched = fftconvolve(matched_scene, psf_match, mode="same")
+    del scene, scene_ref, matched_scene, transient
+
+    sky_sci = float(mag_to_dn(cond.sky_mag, zp) * PIXSCALE**2)
+    sky_ref = float(mag_to_dn(SKY_DARK[filt], zp_ref) * PIXSCALE**2)
+    sci_e = np.clip((static_sci + moving_sci + sky_sci) * GAIN, 0, None)
+    noise_sci = rng.standard_normal(shape, dtype=np.float32) * np.sqrt(sci_e + READ_NOISE**2).astype(np.float32) / GAIN
+    sci = static_sci + moving_sci + sky_sci + noise_sci
+
+    ref_e = np.clip((ref_clean + sky_ref) * GAIN, 0, None)
+    ref = ref_clean + sky_ref + rng.standard_normal(shape, dtype=np.float32) * (
+        np.sqrt(ref_e + READ_NOISE**2) / GAIN * cond.ref_depth).astype(np.float32)
+    # the reference's noise, as it enters the difference on the science grid
+    ref_noise_sci = rng.standard_normal(shape, dtype=np.float32) * (
+        np.sqrt(np.clip((static_sci + sky_sci) * GAIN, 0, None) + READ_NOISE**2) / GAIN * cond.ref_depth).astype(np.float32)
+    diff = (static_sci - matched) + moving_sci + noise_sci - ref_noise_sci
+    del static_sci, matched, ref_clean, noise_sci, ref_noise_sci
+
+    # ---- detector effects: saturation, bleed trails, spikes, cosmic rays, bad columns, streaks
+    if confusers:
+        for _ in range(rng.poisson(0.3)):  # satellite / aircraft streak, in sci and diff
+            x0, y0 = rng.uniform(0, nx), rng.uniform(0, ny)
+            ang = rng.uniform(0, np.pi)
+            level = mag_to_dn(rng.uniform(8, 12), zp) / 3000.0
+            _streak(sci, diff, x0, y0, ang, level, seeing_pix)
+            rows.append(_truth_row("streak", x0, y0, angle_deg=float(np.rad2deg(ang))))
+        n_cr = rng.poisson(120)
+        cx, cy = rng.integers(1, nx - 1, n_cr), rng.integers(1, ny - 1, n_cr)
+        camp = rng.lognormal(np.log(300), 1.0, n_cr)
+        for x, y, a in zip(cx, cy, camp):
+            length = int(rng.integers(1, 6))
+            ang = rng.uniform(0, np.pi)
+            for k in range(length):
+                xi = int(np.clip(x + k * np.cos(ang), 0, nx - 1))
+                yi = int(np.clip(y + k * np.sin(ang), 0, ny - 1))
+                sci[yi, xi] += a
+                diff[yi, xi] += a
+        rows.extend(_truth_row("cosmic_ray", x, y, amplitude=float(a)) for x, y, a in zip(cx[:50], cy[:50], camp[:50]))
+        for _ in range(rng.poisson(0.5)):
+            col = int(rng.integers(0, nx))
+            r0 = int(rng.integers(0, ny // 2))
+            off = rng.normal(0, 40)
+            sci[r0:, col] += off
+            diff[r0:, col] += off
+            rows.append(_truth_row("bad_column", col, r0, offset=float(off)))
+        # ghosts / reflection halos of the brightest stars: a faint offset ring in sci, weaker in ref
+        for x, y, m in zip(sx[smag < 10.5], sy[smag < 10.5], smag[smag < 10.5]):
+            if rng.random() < 0.5:
+                gx_, gy_ = x + rng.normal(0, 40), y + rng.normal(0, 40)
+                radius = rng.uniform(20, 70)
+                level = mag_to_dn(m, zp) * 1e-5 * rng.uniform(0.5, 2)
+                _ring(sci, diff, gx_, gy_, radius, level, rng.uniform(0.2, 0.9))
+                rows.append(_truth_row("ghost", gx_, gy_, radius_pix=float(radius)))
+    for x, y, m in zip(sx[smag < 12.5], sy[smag < 12.5], smag[smag < 12.5]):
+        _spikes(sci, diff, ref, to_ref(np.array([x]), np.array([y])), x, y, mag_to_dn(m, zp), rng)
+    _saturate(sci, diff, SATURATE, rng)
+    _saturate(ref, None, SATURATE * 0.95, rng)
+
+    # ---- the reference footprint: parts of the science frame the reference does not cover
+    if cond.ref_coverage < 1.0:
+        cut = int(nx * cond.ref_coverage)
+        if rng.random() < 0.5:
+            ref[:, cut:] = 0.0
+        else:
+            ref[:, : nx - cut] = 0.0
+        rows.append(_truth_row("ref_edge", cut, ny / 2, coverage=float(cond.ref_coverage)))
+        # where the reference is missing, IPAC's difference is empty
+        ex, ey = np.meshgrid(np.arange(0, nx, 4.0), np.arange(0, ny, 4.0))
+        rxx, _ = to_ref(ex, ey)
+        holes = (rxx < 0) | (rxx >= nx) | (ref[np.clip(ey.astype(int), 0, ny - 1), np.clip(rxx.astype(int), 0, nx - 1)] == 0)
+        from scipy.ndimage import zoom
+
+        hole_full = zoom(holes.astype(np.uint8), 4, order=0)[:ny, :nx].astype(bool)
+        diff[hole_full] = 0.0
+
+    truth = pd.DataFrame(rows)
+    if len(truth):
+        ra, dec = w_sci.wcs_pix2world(truth["x"].to_numpy(float), truth["y"].to_numpy(float), 0)
+        truth["ra"], truth["dec"] = ra, dec
+    for col in ("mag", "coma_arcsec", "tail_arcsec", "pa_deg"):
+        if col not in truth:
+            truth[col] = np.nan
+    if "kind" not in truth:
+        truth["kind"] = pd.Series(dtype=str)
+
+    sigma_sky = float(np.sqrt(sky_sci * GAIN + READ_NOISE**2) / GAIN)
+    maglim = zp - 2.5 * np.log10(5 * sigma_sky * np.sqrt(np.pi) * seeing_pix / (2 * np.sqrt(np.log(2))) * 1.0)
+    hs = _header(w_sci, frame, filt, zp, cond.seeing, maglim, nframes=None)
+    hr = _header(w_ref, frame, filt, zp_ref, cond.ref_seeing, maglim + 1.5, nframes=int(round(1 / cond.ref_depth**2)))
+    return SimulatedFrame(
+        name=frame.name, sci=sci.astype(np.float32), ref=ref.astype(np.float32), diff=diff.astype(np.float32),
+        header_sci=hs, header_ref=hr, wcs_sci=w_sci, wcs_ref=w_ref, truth=truth, conditions=cond,
+    )
+
+
+def _splat_copy(shape, x, y, f) -> np.ndarray:
+    out = np.zeros(shape, np.float64)
+    splat(out, x, y, f)
+    return out
+
+
+def _streak(sci, diff, x0, y0, ang, level, width) -> None:
+    ny, nx = sci.shape
+    yy, xx = np.mgrid[0:ny:1, 0:nx:1]
+    # distance of each pixel from the line, computed on a band only (cheap enough at this size)
+    d = np.abs(-(xx - x0) * np.sin(ang) + (yy - y0) * np.cos(ang))
+    band = d < 4 * width
+    prof = level * np.exp(-0.5 * (d[band] / max(width / 2.355, 0.5)) ** 2)
+    sci[band] += prof
+    diff[band] += prof
+
+
+def _ring(sci, diff, x, y, radius, level, ref_fraction) -> None:
+    half = int(radius * 1.5)
+    c0, r0 = int(x) - half, int(y) - half
+    yy, xx = np.mgrid[: 2 * half + 1, : 2 * half + 1]
+    r = np.hypot(xx - (x - c0), yy - (y - r0))
+    ring = level * np.exp(-0.5 * ((r - radius) / (radius * 0.25)) ** 2) + 0.3 * level * (r < radius)
+    _stamp_add(sci, ring, r0, c0)
+    _stamp_add(diff, ring * (1 - ref_fraction), r0, c0)
+
+
+def _spikes(sci, diff, ref, ref_xy, x, y, flux, rng) -> None:
+    """Diffraction spikes along rows and columns; in sci and ref alike, residuals in diff."""
+    length = int(min(8 * np.sqrt(flux / 1e4), 250)) + 4
+    k = np.arange(-length, length + 1)
+    prof = flux * 2e-4 * np.exp(-np.abs(k) / (length / 3.0))
+    for img, (cx, cy), scale in ((sci, (x, y), 1.0), (ref, (float(np.squeeze(ref_xy[0])), float(np.squeeze(ref_xy[1]))), 1.0),
+                                 (diff, (x, y), rng.normal(0, 0.05))):
+        ny, nx = img.shape
+        xi, yi = int(round(cx)), int(round(cy))
+        for dx, dy in ((1, 0), (0, 1)):
+            xs, ys = xi + k * dx, yi + k * dy
+            ok = (xs >= 0) & (xs < nx) & (ys >= 0) & (ys < ny)
+            img[ys[ok], xs[ok]] += prof[ok] * scale
+
+
+def _saturate(img, diff, level, rng) -> None:
+    """Clip at the saturation level and bleed the excess charge along columns."""
+    over = img > level
+    if not over.any():
+        return
+    cols = np.flatnonzero(over.any(axis=0))
+    for c in cols:
+        rows = np.flatnonzero(over[:, c])
+        excess = float((img[rows, c] - level).sum())
+        n = int(min(excess / level, 400))
+        lo, hi = max(rows.min() - n // 2, 0), min(rows.max() + n // 2 + 1, img.shape[0])
+        img[lo:hi, c] = level
+        if diff is not None:  # saturated cores subtract badly
+            diff[lo:hi, c] = rng.normal(0, 0.05 * level, hi - lo)
+
+
+def _header(w: WCS, frame, filt: str, zp: float, seeing: float, maglim: float, nframes: int | None) -> fits.Header:
+    h = w.to_header()
+    obsjd = Time(f"{frame.date[:4]}-{frame.date[4:6]}-{frame.date[6:8]}T00:00:00", scale="utc").jd + int(frame.fraction) / 1e6
+    h["OBSJD"] = (obsjd, "mid-exposure Julian date (UTC)")
+    h["EXPTIME"] = (EXPTIME, "s")
+    h["FILTER"] = FILTER_NAMES[filt]
+    h["FIELDID"] = frame.field
+    h["CCDID"] = frame.ccd
+    h["QID"] = frame.quad
+    h["PIXSCALE"] = (PIXSCALE, "arcsec/pixel")
+    h["MAGZP"] = (round(zp, 4), "zero point (DN) for the exposure")
+    h["MAGZPRMS"] = 0.03
+    h["SEEING"] = (round(seeing, 3), "FWHM, arcsec")
+    h["MAGLIM"] = (round(float(maglim), 3), "5 sigma point-source limit")
+    h["GAIN"] = (GAIN, "e-/DN")
+    h["READNOI"] = (READ_NOISE, "e-")
+    h["SATURATE"] = (SATURATE, "DN")
+    h["INFOBITS"] = 0
+    if nframes:
+        h["NFRAMES"] = (nframes, "epochs in the coadd")
+    h["SIMULATE"] = (True, "tails.simulate")
+    return h
+
+
+# --------------------------------------------------------------------------- files
+def _atomic_fits(hdul: fits.HDUList, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_frame(sim: SimulatedFrame, root: str | os.PathLike) -> dict[str, Path]:
+    """Write a simulated frame into ``root`` in IRSA's layout, plus its truth table.
+
+    Returns
+    -------
+    dict
+        Paths of ``sci``, ``diff``, ``ref`` and ``truth`` (CSV beside the science image).
+    """
+    root = Path(root)
+    base = root.as_posix()
+    paths = {
+        "sci": Path(sci_url(sim.name, base, SCI_SUFFIX)),
+        "diff": Path(sci_url(sim.name, base, DIFF_SUFFIX)),
+        "ref": Path(ref_url(sim.name, base)),
+    }
+    _atomic_fits(fits.HDUList([fits.PrimaryHDU(sim.sci, header=sim.header_sci)]), paths["sci"])
+    _atomic_fits(fits.HDUList([fits.PrimaryHDU(sim.ref, header=sim.header_ref)]), paths["ref"])
+    diff_hdu = fits.CompImageHDU(sim.diff, header=sim.header_sci, compression_type="RICE_1", quantize_level=16)
+    _atomic_fits(fits.HDUList([fits.PrimaryHDU(), diff_hdu]), paths["diff"])
+    paths["truth"] = paths["sci"].with_name(f"{sim.name}_truth.csv")
+    fd, tmp = tempfile.mkstemp(dir=paths["truth"].parent, suffix=".tmp")
+    os.close(fd)
+    sim.truth.to_csv(tmp, index=False)
+    os.replace(tmp, paths["truth"])
+    return paths
+
+
+def simulate_command(
+    n: int = 1,
+    out_dir: str = "sim",
+    seed: int = 0,
+    n_comets: int = 1,
+    names: str | Sequence[str] | None = None,
+) -> str:
+    """Simulate ZTF frames into an IRSA-layout folder (``tails simulate``).
+
+    Parameters
+    ----------
+    n : int
+        Number of frames (ignored when ``names`` is given).
+    out_dir : str
+        The IRSA-layout folder to write (``sci/...`` and ``ref/...``); use it as ``irsa.url``
+        with a ``file://`` URL.
+    seed : int
+        Seed of the first frame; frame i uses ``seed + i``.
+    n_comets : int
+        Random comets per frame.
+    names : str or list of str, optional
+        Frame names to simulate (comma-separated or a list); random names otherwise.
+    """
+    from tqdm.auto import tqdm
+
+    if names is None:
+        frame_names = [random_frame_name(np.random.default_rng(seed + i)) for i in range(int(n))]
+    else:
+        frame_names = [s for s in (names.split(",") if isinstance(names, str) else names) if s]
+    lines = []
+    for i, name in enumerate(tqdm(frame_names, desc="simulate", unit="frame")):
+        sim = simulate_frame(name, seed=int(seed) + i, n_comets=int(n_comets))
+        paths = write_frame(sim, out_dir)
+        n_c = int((sim.truth["kind"] == "comet").sum()) if len(sim.truth) else 0
+        lines.append(f"{name}: {n_c} comet(s) -> {paths['sci'].parent}")
+    return "\n".join(lines)
