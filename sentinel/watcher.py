@@ -104,11 +104,16 @@ class Watcher:
 
         self.config = config
         self.app = config["sentinel"]["app"]
+        self.kowalski = kowalski or make_kowalski(config)
         self.ledger = ledger or open_ledger(config)
         self._own_client = client is None
         self.client = client or connect(config)
-        self.ensure_ready()
-        self.kowalski = kowalski or make_kowalski(config)
+        try:
+            self.ensure_ready()
+        except BaseException:
+            if self._own_client:
+                self.client.close()
+            raise
         self.futures: dict[str, Any] = {}
 
     def ensure_ready(self) -> None:
