@@ -57,6 +57,9 @@ class DatasetSpec:
         As in the detector (config ``tails.tile_size`` and ``tails.tile_offset``).
     reproject : str
         ``swarp`` or ``reproject``, as in the detector.
+    min_snr : float
+        Comets whose expected core signal-to-noise (truth column ``snr``) is below this cannot be
+        seen even in principle: their tiles are left out rather than taught as positives.
     simulate_kwargs : dict
         Passed to :func:`tails.simulate.simulate_frame` (magnitude ranges, conditions, ...).
     """
@@ -67,6 +70,7 @@ class DatasetSpec:
     tile_size: int = 256
     tile_offset: int = 20
     reproject: str = "swarp"
+    min_snr: float = 3.0
     simulate_kwargs: dict | None = None
 
 
@@ -176,6 +180,10 @@ def frame_to_examples(
     if "coma_pix" not in comets and "coma_arcsec" in comets:
         comets = comets.assign(coma_pix=comets["coma_arcsec"] / float(sim.header_sci.get("PIXSCALE", 1.01)))
     labels, index, ambiguous = label_tiles(offsets, comets, spec.tile_size, margin_pix=4.0)
+    if "snr" in comets and len(comets):
+        invisible = (index >= 0) & (comets["snr"].to_numpy(float)[np.maximum(index, 0)] < spec.min_snr)
+        ambiguous |= invisible
+        labels[invisible] = 0.0
 
     pos = np.flatnonzero(valid & (labels[:, 0] > 0))
     neg_all = np.flatnonzero(valid & (labels[:, 0] == 0) & ~ambiguous)

@@ -147,7 +147,7 @@ def random_conditions(rng: np.random.Generator, filt: str = "zr") -> Conditions:
         ref_coverage=float(coverage),
         ref_seeing=float(np.clip(seeing * rng.uniform(0.7, 1.05), 1.2, 3.0)),
         ref_depth=float(1 / np.sqrt(rng.integers(15, 41))),
-        misregistration=(float(rng.normal(0, 0.08)), float(rng.normal(0, 0.08))),
+        misregistration=(float(rng.normal(0, 0.04)), float(rng.normal(0, 0.04))),
         psf_beta=float(rng.uniform(2.5, 4.5)),
         ellipticity=float(rng.uniform(0.0, 0.12)),
         ellipticity_angle=float(rng.uniform(0, 180)),
@@ -485,8 +485,8 @@ def simulate_frame(
     matched_scene = np.zeros(shape, np.float64)
     splat(matched_scene, sx + dxm, sy + dym, mag_to_dn(smag, zp) * (1 + rng.normal(0, 0.01)))
     matched_scene += scene - _splat_copy(shape, sx, sy, mag_to_dn(smag, zp))  # galaxies, nebulae
-    psf_match = moffat_kernel(seeing_pix * rng.uniform(0.97, 1.03), cond.psf_beta * rng.uniform(0.9, 1.1),
-                              cond.ellipticity, cond.ellipticity_angle + rng.normal(0, 10))
+    psf_match = moffat_kernel(seeing_pix * rng.uniform(0.985, 1.015), cond.psf_beta * rng.uniform(0.95, 1.05),
+                              cond.ellipticity, cond.ellipticity_angle + rng.normal(0, 5))
     matched = fftconvolve(matched_scene, psf_match, mode="same")
     del scene, scene_ref, matched_scene, transient
 
@@ -562,11 +562,21 @@ def simulate_frame(
         hole_full = zoom(holes.astype(np.uint8), 4, order=0)[:ny, :nx].astype(bool)
         diff[hole_full] = 0.0
 
+    # expected signal-to-noise of each comet's core in the difference image: the nucleus and the
+    # coma within one FWHM (a 1/rho coma holds a fraction r/R of its flux within r), about half of
+    # which falls inside a FWHM-radius aperture, against the sky + reference noise
+    sigma_pix = np.sqrt((sky_sci * GAIN + READ_NOISE**2) * (1 + cond.ref_depth**2)) / GAIN
+    for row in rows:
+        if row["kind"] == "comet":
+            mag = row["mag"] + COMET_COLOUR[filt]
+            core = row["nucleus_fraction"] + (1 - row["nucleus_fraction"]) * min(1.0, cond.seeing / row["coma_arcsec"])
+            signal = 0.5 * core * float(mag_to_dn(mag, zp))
+            row["snr"] = float(signal / (sigma_pix * np.sqrt(np.pi) * seeing_pix))
     truth = pd.DataFrame(rows)
     if len(truth):
         ra, dec = w_sci.wcs_pix2world(truth["x"].to_numpy(float), truth["y"].to_numpy(float), 0)
         truth["ra"], truth["dec"] = ra, dec
-    for col in ("mag", "coma_arcsec", "tail_arcsec", "pa_deg"):
+    for col in ("mag", "coma_arcsec", "tail_arcsec", "pa_deg", "snr"):
         if col not in truth:
             truth[col] = np.nan
     if "kind" not in truth:
