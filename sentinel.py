@@ -190,8 +190,14 @@ class Sentinel:
         from tails.models import fetch_models
 
         check_config(self.config_path)
-        for line in fetch_models(names, config=self.config_path, url=url):
+        try:
+            lines = fetch_models(names, config=self.config_path, url=url)
+        except Exception as e:  # ModelFetchError, requests errors: one line, exit code 2
+            raise SentinelCliError(f"fetch-models failed: {e}") from None
+        for line in lines:
             print(line)
+        if not lines:
+            print("no model named and none present in models/: pass NAMES, e.g. tails-20261124")
 
     def test(self, native: bool = False) -> None:
         """Run the sentinel's tests: in the running container, or here with ``--native``."""
