@@ -52,6 +52,7 @@ from typing import Any, Iterable, Mapping
 
 __all__ = [
     "STATUSES",
+    "NOT_YET_THERE",
     "Ledger",
     "SQLiteLedger",
     "MongoLedger",
@@ -62,6 +63,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATUSES = ("processing", "success", "error")
+
+#: Errors that mean "not at IRSA yet" (tails.irsa.NotFoundError): retried beyond max_attempts.
+NOT_YET_THERE = ("NotFoundError",)
+
+
+def _retry(rec: Mapping[str, Any], max_attempts: int, retry_after_minutes: float) -> bool:
+    """Whether a frame in error may be submitted again now."""
+    if rec["status"] != "error" or _age_minutes(rec["finished_at"]) < retry_after_minutes:
+        return False
+    return rec["attempts"] < max_attempts or str(rec.get("error") or "").startswith(NOT_YET_THERE)
 
 
 def utcnow() -> str:
@@ -94,8 +105,10 @@ class Ledger(abc.ABC):
     ) -> list[tuple[str, int]]:
         """Mark as ``processing`` the frames to hand to dask now, and return them.
 
-        A frame is taken when the ledger does not know it, or holds it as ``error`` with fewer
-        than ``max_attempts`` attempts, finished at least ``retry_after_minutes`` ago.
+        A frame is taken when the ledger does not know it, or holds it as ``error`` finished at
+        least ``retry_after_minutes`` ago, with fewer than ``max_attempts`` attempts -- or with
+        any number of attempts when the error says that the images are not at IRSA yet
+        (:data:`NOT_YET_THERE`), as IPAC posts them some time after the exposure.
 
         Returns
         -------
@@ -292,11 +305,7 @@ class SQLiteLedger(Ledger):
                         (name, n, now),
                     )
                     out.append((name, n))
-                elif (
-                    rec["status"] == "error"
-                    and rec["attempts"] < max_attempts
-                    and _age_minutes(rec["finished_at"]) >= retry_after_minutes
-                ):
+                elif _retry(rec, max_attempts, retry_after_minutes):
                     n = rec["submissions"] + 1
                     c.execute(
                         "UPDATE frames SET status='processing', submissions=?, submitted_at=? WHERE name=?",
@@ -477,11 +486,7 @@ class MongoLedger(Ledger):
                 out.append((name, n))
             except DuplicateKeyError:
                 rec = self.get(name)
-                if not (
-                    rec["status"] == "error"
-                    and rec["attempts"] < max_attempts
-                    and _age_minutes(rec["finished_at"]) >= retry_after_minutes
-                ):
+                if not _retry(rec, max_attempts, retry_after_minutes):
                     continue
                 doc = self.frames_c.find_one_and_update(
                     {"_id": name, "status": "error", "submissions": rec["submissions"]},

@@ -78,6 +78,16 @@ def test_errors_are_retried_up_to_max_attempts(ledger):
     assert ledger.submit([name], max_attempts=3) == []  # given up
 
 
+def test_frames_not_yet_at_irsa_are_retried_beyond_max_attempts(ledger):
+    name = NAMES[1]
+    ledger.submit([name])
+    for n in (1, 2, 3):
+        assert ledger.start(name, n)
+        assert ledger.finish(name, n, "error", error="NotFoundError: no science image at https://irsa/...")
+        assert ledger.submit([name], max_attempts=1, retry_after_minutes=30) == []  # not before its time
+        assert ledger.submit([name], max_attempts=1, retry_after_minutes=0) == [(name, n + 1)]
+
+
 def test_only_the_current_submission_may_start_or_finish(ledger):
     name = NAMES[0]
     ledger.submit([name])
