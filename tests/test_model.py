@@ -55,6 +55,11 @@ def _randomize(model: keras.Model, seed: int = 0) -> None:
         w.assign(value.astype("float32"))
 
 
+def _run(model: keras.Model, tiles: np.ndarray) -> np.ndarray:
+    """Eager inference: no tracing of a predict function, cheap for the tiny model."""
+    return np.asarray(model(tiles, training=False))
+
+
 def _tiles(n: int, size: int = 128, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype("float32")
 
@@ -92,7 +97,7 @@ def test_default_architecture():
 
 def test_output_shape_and_range(tiny_model):
     assert tiny_model.get_layer("head_features").output.shape == (None, TINY_HEAD_SIZE)
-    out = np.asarray(tiny_model(_tiles(5), training=False))
+    out = _run(tiny_model, _tiles(5))
     assert out.shape == (5, 3)
     assert np.all((out >= 0) & (out <= 1))
     assert np.isfinite(out).all()
@@ -100,7 +105,7 @@ def test_output_shape_and_range(tiny_model):
 
 def test_weighted_bifpn_builds():
     model = Tails(**dict(TINY, bifpn_layers=1, weighted_bifpn=True))
-    out = predict_tiles(model, _tiles(2), batch_size=2)
+    out = _run(model, _tiles(2))
     assert out.shape == (2, 3)
 
 
@@ -115,7 +120,7 @@ def test_bad_options(kwargs):
 
 def test_predict_tiles_matches_model(tiny_model):
     tiles = _tiles(7)
-    expected = np.asarray(tiny_model(tiles, training=False))
+    expected = _run(tiny_model, tiles)
     out = predict_tiles(tiny_model, tiles, batch_size=3)  # batches of 3, 3 and 1
     assert out.shape == (7, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, expected, atol=1e-5)
@@ -133,9 +138,7 @@ def test_predict_tiles_empty_and_bad_shape(tiny_model):
 def test_save_load_round_trip(tiny_model, tiny_checkpoint):
     model = load_model(tiny_checkpoint, **TINY)
     tiles = _tiles(4)
-    np.testing.assert_allclose(
-        predict_tiles(model, tiles), predict_tiles(tiny_model, tiles), atol=1e-6
-    )
+    np.testing.assert_allclose(_run(model, tiles), _run(tiny_model, tiles), atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +178,7 @@ def test_bundled_model_is_newest(tmp_path, monkeypatch, tiny_checkpoint, tiny_mo
     assert model_name(None) == "tails-20261124"
     model = load_model(None, **TINY)
     tiles = _tiles(2)
-    np.testing.assert_allclose(predict_tiles(model, tiles), predict_tiles(tiny_model, tiles), atol=1e-6)
+    np.testing.assert_allclose(_run(model, tiles), _run(tiny_model, tiles), atol=1e-6)
 
 
 def test_model_name():
@@ -202,7 +205,8 @@ _CHILD = textwrap.dedent(
     kwargs = json.loads({kwargs!r})
     kwargs["input_shape"] = tuple(kwargs["input_shape"])
     model = load_model({ckpt!r}, **kwargs)
-    out = predict_tiles(model, np.load({tiles!r}), batch_size=3)
+    tiles = np.load({tiles!r})
+    out = predict_tiles(model, tiles, batch_size=len(tiles))  # one compiled shape
     np.save({out!r}, out)
     """
 )
@@ -213,7 +217,7 @@ def test_weights_load_under_other_backend(tiny_model, tiny_checkpoint, tmp_path)
     backend = _other_backend()
     tiles = _tiles(5, seed=3)
     np.save(tmp_path / "tiles.npy", tiles)
-    expected = predict_tiles(tiny_model, tiles)
+    expected = _run(tiny_model, tiles)
     script = _CHILD.format(
         repo=str(REPO),
         backend=backend,
@@ -222,7 +226,14 @@ def test_weights_load_under_other_backend(tiny_model, tiny_checkpoint, tmp_path)
         tiles=str(tmp_path / "tiles.npy"),
         out=str(tmp_path / "out.npy"),
     )
-    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        # XLA's optimisations cost more time here than they save (compiles of the initialisers)
+        XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+    )
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
