@@ -211,8 +211,12 @@ class Watcher:
             name = rec["name"]
             if name in live or name in just or (name in self.futures and not self.futures[name].done()):
                 continue
-            if rec["attempts"] >= max_attempts:
-                error = f"task lost {rec['attempts']} time(s) (worker deaths?); giving up"
+            lost = sum(1 for e in self.ledger.events(name, "submitted") if "task lost" in (e["detail"] or ""))
+            if rec["attempts"] >= max_attempts or lost >= max_attempts:
+                error = (
+                    f"task lost {lost + 1} time(s) after {rec['attempts']} start(s) (worker deaths, or the "
+                    "worker plugin failing: see the dask-cluster log); giving up"
+                )
                 if self.ledger.finish(name, rec["submissions"], "error", error=error):
                     log.error("%s: %s", name, error)
                 continue

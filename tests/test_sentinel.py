@@ -419,11 +419,24 @@ def test_watcher_runs_once_over_a_window(tmp_path, checkpoint, services):
         # all surveys: both exposures; twilight only: the fixture's one
         names = watcher.frames_in_window(start, stop, twilight=False)
         assert len(names) == 128
+        led = watcher.ledger
         watcher.run(utc_start=start.isoformat(), utc_stop=stop.isoformat(), twilight=True)
-        recs = {r["name"]: r for r in watcher.ledger.frames()}
+        recs = {r["name"]: r for r in led.frames()}
         assert set(recs) == set(expand_fileroot(FILEROOT))
         assert all(r["status"] in ("success", "error") for r in recs.values())
         assert [n for n, r in recs.items() if r["status"] == "success"] == GOOD
+
+        # a frame marked processing whose task dask does not hold (lost): resubmitted
+        led.submit([SOLO[1]])
+        # a frame whose task was lost again and again: given up, with the reason
+        led.submit([SOLO[0]])
+        for _ in range(3):
+            led.resubmit(SOLO[0])
+        assert watcher.cycle(start, stop, twilight=True, keep=True) == [SOLO[1]]
+        watcher.wait([SOLO[1]])
+        assert led.get(SOLO[1])["status"] == "success"
+        assert any("task lost" in e["detail"] for e in led.events(SOLO[1], "submitted"))
+        assert led.get(SOLO[0])["status"] == "error" and "giving up" in led.get(SOLO[0])["error"]
         # a second run finds nothing new to do
         assert watcher.cycle(start, stop, twilight=True) == []
     assert fritz.posts == []  # post_to_fritz is off
