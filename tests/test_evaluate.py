@@ -181,7 +181,8 @@ def test_missing_key_and_training_seeds_are_refused(config):
     del bad["evaluate"]["match_radius_pix"]
     with pytest.raises(ConfigError, match="evaluate.match_radius_pix"):
         check_evaluate_config(bad)
-    config["evaluate"]["seeds"] = [100150, 100170]  # overlaps train.dataset.seeds [100000, 100160)
+    start = config["train"]["dataset"]["seeds"][0]
+    config["evaluate"]["seeds"] = [start + 10, start + 20]  # overlaps train.dataset.seeds
     with pytest.raises(ConfigError, match="train.dataset.seeds"):
         evaluate(config)
 
