@@ -53,6 +53,7 @@ __all__ = [
     "MAGNITUDE_BINS",
     "TARGET_MAGNITUDE_BINS",
     "COMA_BINS",
+    "SNR_BINS",
     "REPORT_FILES",
     "check_evaluate_config",
     "match_detections",
@@ -91,6 +92,15 @@ COMA_BINS: tuple[tuple[str, float, float], ...] = (
     ("5-10", 5.0, 10.0),
     ("10-20", 10.0, 20.0),
     (">20", 20.0, math.inf),
+)
+
+#: Bins of the comet core's expected signal-to-noise (the simulator's truth column ``snr``):
+#: below about 3 a comet cannot be seen even in principle (tails.dataset leaves those out of training).
+SNR_BINS: tuple[tuple[str, float, float], ...] = (
+    ("<3", -math.inf, 3.0),
+    ("3-5", 3.0, 5.0),
+    ("5-10", 5.0, 10.0),
+    (">10", 10.0, math.inf),
 )
 
 #: Files of a report.
@@ -508,9 +518,9 @@ def compute_metrics(
     ----------
     comets : DataFrame
         One row per comet: ``best_p`` (highest score of a detection within the match radius,
-        -inf if none), ``offset_pix_at`` ... as made by :func:`evaluate`; at least ``best_p``,
-        ``mag``, ``coma_arcsec`` and ``offset_pix`` (distance to the nearest detection within the
-        radius with ``p > score_threshold``, NaN if none).
+        -inf if none), ``mag`` (total r magnitude), ``coma_arcsec``, optionally ``snr``, and
+        ``offset_pix`` (distance to the nearest detection within the radius with
+        ``p > score_threshold``, NaN if none).
     detections : DataFrame
         One row per threshold-0 detection: ``p`` and ``true`` (within the radius of a nucleus).
     tiles : DataFrame
@@ -557,6 +567,9 @@ def compute_metrics(
             "by_magnitude": binned_recall(comets["mag"].to_numpy(float), recalled, MAGNITUDE_BINS),
             "by_magnitude_targets": binned_recall(comets["mag"].to_numpy(float), recalled, TARGET_MAGNITUDE_BINS),
             "by_coma_radius_arcsec": binned_recall(comets["coma_arcsec"].to_numpy(float), recalled, COMA_BINS),
+            "by_core_snr": binned_recall(
+                comets["snr"].to_numpy(float) if "snr" in comets else np.full(len(comets), np.nan), recalled, SNR_BINS
+            ),
         },
         "false_positives": count_false_positives(det_p, det_true, thr, n_frames, n_tiles),
         "localisation": localisation_stats(comets["offset_pix"].to_numpy(float)[recalled]),
@@ -892,6 +905,8 @@ def _evaluate_frame(
                 "y": nuclei[:, 1],
                 "mag": mag,
                 "coma_arcsec": coma,
+                "tail_arcsec": comets["tail_arcsec"].to_numpy(float) if "tail_arcsec" in comets else np.nan,
+                "snr": comets["snr"].to_numpy(float) if "snr" in comets else np.nan,
                 "best_p": m.comet_best_p,
                 "offset_pix": m_thr.comet_offset,
             }
@@ -1031,7 +1046,7 @@ def evaluate(
             f"{next(iter(acc.failed.values()), 'none')}); nothing was written to {out}"
         )
 
-    comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "best_p", "offset_pix"])
+    comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "best_p", "offset_pix"])
     detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix"])
     tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])
     metrics = compute_metrics(comets, detections, tiles, acc.frames, ecfg["score_threshold"])
@@ -1043,6 +1058,7 @@ def evaluate(
         "match_radius_pix": ecfg["match_radius_pix"],
         "seeds": [ecfg["seeds"][0], ecfg["seeds"][-1] + 1],
         "comets_per_frame": ecfg["comets_per_frame"],
+        "magnitude": "total r magnitude of the comet (simulator truth column 'mag')",
         "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "reproject")
                      if k in config["tails"]},
         **metrics,
