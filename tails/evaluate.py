@@ -56,6 +56,7 @@ __all__ = [
     "SNR_BINS",
     "REPORT_FILES",
     "check_evaluate_config",
+    "Matches",
     "match_detections",
     "binned_recall",
     "localisation_stats",
