@@ -203,12 +203,13 @@ def _guarded(func: Callable[..., Any], argv: list[str] | None) -> int:
     import fire
 
     from .config import ConfigError
+    from .evaluate import EvaluationError
     from .irsa import DownloadError
     from .kowalski import KowalskiError
     from .models import ModelFetchError
 
     expected = (UsageError, ConfigError, ValueError, FileNotFoundError, FileExistsError,
-                DownloadError, KowalskiError, ModelFetchError)
+                DownloadError, KowalskiError, ModelFetchError, EvaluationError)
     try:
         fire.Fire(func, command=argv, name="tails")
     except expected as e:

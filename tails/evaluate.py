@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "EvaluationError",
     "MAGNITUDE_BINS",
     "TARGET_MAGNITUDE_BINS",
     "COMA_BINS",
@@ -71,6 +72,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class EvaluationError(RuntimeError):
+    """No frame could be evaluated; nothing was written."""
 
 #: Magnitude bins of the recall table (issue 3, item 3): (label, low, high), low <= m < high.
 MAGNITUDE_BINS: tuple[tuple[str, float, float], ...] = (
@@ -757,62 +762,14 @@ class FrameServer:
         self._thread.join(timeout=5)
 
 
-class _TileScoreRecorder:
-    """Passes a Keras model through to the detector and keeps the per-tile predictions it makes.
-
-    :func:`tails.detect.process_frame` does not return every tile's score, only the merged
-    candidates; this thin wrapper records what ``predict_on_batch`` returns so the per-tile curves
-    use exactly the scores of the CLI path.
-    """
-
-    def __init__(self, model: Any) -> None:
-        object.__setattr__(self, "_model", model)
-        object.__setattr__(self, "batches", [])
-
-    def predict_on_batch(self, x: Any) -> Any:
-        out = self._model.predict_on_batch(x)
-        self.batches.append(np.asarray(out, dtype=np.float32))
-        return out
-
-    def take(self) -> np.ndarray:
-        batches = self.batches
-        object.__setattr__(self, "batches", [])
-        return np.concatenate(batches, axis=0) if batches else np.zeros((0, 3), np.float32)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._model, name, value)
-
-
-def _tile_offsets(shape: tuple[int, int], tile_size: int, tile_offset: int) -> np.ndarray:
-    """``(row0, col0)`` of the detector's tiles, in its order (:func:`tails.image.tile_stack`)."""
-    from .image import tessellate
-
-    xboxes, yboxes = tessellate(shape, box_size_pix=tile_size, offset=tile_offset)
-    row0 = np.repeat([b[0] for b in xboxes], len(yboxes))
-    col0 = np.tile([b[0] for b in yboxes], len(xboxes))
-    return np.stack([row0, col0], axis=1)
-
-
-def _frame_tile_scores(result: Any, recorded: np.ndarray, shape: tuple[int, int], tcfg: Mapping) -> pd.DataFrame | None:
-    """Every tile's prediction and offset for one frame, or None when they cannot be recovered."""
-    preds = getattr(result, "tile_predictions", None)
-    offsets = getattr(result, "tile_offsets", None)
-    valid = getattr(result, "tile_valid", None)
-    if preds is not None and offsets is not None:
-        preds = np.asarray(preds, float).reshape(-1, 3)
-        offsets = np.asarray(offsets).reshape(-1, 2)
-        valid = np.ones(len(preds), bool) if valid is None else np.asarray(valid, bool)
-    else:
-        offsets = _tile_offsets(shape, int(tcfg["tile_size"]), int(tcfg["tile_offset"]))
-        if len(recorded) != len(offsets) or int(getattr(result, "n_skipped", 0)):
-            return None  # tiles were skipped, and which ones is not known here
-        preds, valid = recorded.astype(float), np.ones(len(offsets), bool)
-    return pd.DataFrame(
-        {"row0": offsets[:, 0], "col0": offsets[:, 1], "p": preds[:, 0], "valid": valid}
-    )[valid].reset_index(drop=True)
+def _frame_tile_scores(result: Any) -> pd.DataFrame:
+    """Every usable tile's score and offset for one frame, from :class:`tails.detect.FrameResult`."""
+    offsets = np.asarray(result.tile_offsets).reshape(-1, 2)
+    valid = np.asarray(result.tile_valid, bool)
+    p = np.asarray(result.tile_predictions, float).reshape(-1, 3)[:, 0]
+    return pd.DataFrame({"row0": offsets[:, 0], "col0": offsets[:, 1], "p": p, "valid": valid})[valid].reset_index(
+        drop=True
+    )
 
 
 # ----------------------------------------------------------------------------- the evaluation
@@ -824,7 +781,6 @@ class _Collected:
     failed: dict[str, str] = field(default_factory=dict)
     frames: int = 0
     tiles_skipped: int = 0
-    frames_without_tile_scores: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: {"simulate": 0.0, "detect": 0.0})
 
 
@@ -842,7 +798,7 @@ def _evaluate_frame(
     seed: int,
     name: str,
     *,
-    recorder: _TileScoreRecorder,
+    model: Any,
     config: dict,
     ecfg: dict,
     mirror: Path,
@@ -863,15 +819,13 @@ def _evaluate_frame(
     sim = simulate_frame(name, seed=seed, n_comets=ecfg["comets_per_frame"])
     write_frame(sim, mirror)
     header = fits.getheader(sci_url(parse_frame(name), str(mirror), SCI_SUFFIX))
-    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     pixscale = float(header.get("PIXSCALE", 1.01))  # ZTF.md: 1.01"/px
     acc.seconds["simulate"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    recorder.take()
     result = process_frame(
         name,
-        model=recorder,
+        model=model,
         config=config,
         base_path=workdir,
         score_threshold=0.0,
@@ -880,7 +834,6 @@ def _evaluate_frame(
         checkpoint_name=checkpoint_name,
         write_png=False,
     )
-    recorded = recorder.take()
     acc.seconds["detect"] += time.perf_counter() - t0
 
     truth = sim.truth
@@ -927,19 +880,13 @@ def _evaluate_frame(
         )
     )
 
-    tiles = _frame_tile_scores(result, recorded, shape, config["tails"])
-    if tiles is None:
-        acc.frames_without_tile_scores.append(name)
-        log.warning("%s: %d tile(s) skipped by the detector; its tiles are left out of the per-tile curves",
-                    name, getattr(result, "n_skipped", 0))
-    else:
-        comets_pix = comets.assign(coma_pix=coma / pixscale)
-        labels, _, ambiguous = label_tiles(tiles[["row0", "col0"]].to_numpy(), comets_pix,
-                                           int(config["tails"]["tile_size"]))
-        tiles.insert(0, "frame", name)
-        tiles["positive"] = labels[:, 0] > 0
-        tiles["partial_coma"] = ambiguous
-        acc.tiles.append(tiles.drop(columns="valid"))
+    tiles = _frame_tile_scores(result)
+    comets_pix = comets.assign(coma_pix=coma / pixscale)
+    labels, _, ambiguous = label_tiles(tiles[["row0", "col0"]].to_numpy(), comets_pix, int(config["tails"]["tile_size"]))
+    tiles.insert(0, "frame", name)
+    tiles["positive"] = labels[:, 0] > 0
+    tiles["partial_coma"] = ambiguous
+    acc.tiles.append(tiles.drop(columns="valid"))
     acc.tiles_skipped += int(getattr(result, "n_skipped", 0))
     acc.frames += 1
 
@@ -991,7 +938,7 @@ def evaluate(
         For a malformed ``evaluate`` section (the key is named) or seeds that give no frame.
     FileExistsError
         If ``evaluate.output_dir`` holds a report and ``overwrite`` is False.
-    RuntimeError
+    EvaluationError
         If not a single frame could be evaluated.
     """
     from tqdm.auto import tqdm
@@ -1011,7 +958,6 @@ def evaluate(
         name = model_name(checkpoint)
     else:
         name = Path(checkpoint).name.removesuffix(".weights.h5") if checkpoint else getattr(model, "name", "tails")
-    recorder = _TileScoreRecorder(model)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -1033,7 +979,7 @@ def evaluate(
                     frame = _frame_name(seed, names)
                     names.add(frame)
                     try:
-                        _evaluate_frame(seed, frame, recorder=recorder, config=cfg, ecfg=ecfg, mirror=mirror,
+                        _evaluate_frame(seed, frame, model=model, config=cfg, ecfg=ecfg, mirror=mirror,
                                         workdir=runs, client=client, checkpoint_name=name, acc=acc)
                     except Exception as e:  # one bad frame never stops the evaluation
                         acc.failed[frame] = f"{type(e).__name__}: {e}"
@@ -1042,7 +988,7 @@ def evaluate(
                         for d in (mirror / "sci", mirror / "ref", runs):
                             shutil.rmtree(d, ignore_errors=True)
     if acc.frames == 0:
-        raise RuntimeError(
+        raise EvaluationError(
             f"no frame could be evaluated ({len(acc.failed)} failed; first: "
             f"{next(iter(acc.failed.values()), 'none')}); nothing was written to {out}"
         )
@@ -1070,7 +1016,6 @@ def evaluate(
             "frames_failed": len(acc.failed),
             "tiles_skipped": acc.tiles_skipped,
             "tiles_partial_coma": int(tiles["partial_coma"].sum()) if len(tiles) else 0,
-            "frames_without_tile_scores": len(acc.frames_without_tile_scores),
         }
     )
     metrics["failed"] = acc.failed
