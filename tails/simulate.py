@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -109,6 +109,15 @@ class Conditions:
         Noise of the reference relative to one epoch (1 / sqrt(number of epochs)).
     misregistration : (float, float)
         Residual misalignment (px) of the PSF-matched reference, making dipoles in the difference.
+    star_jitter : float, optional
+        Per-star astrometric mismatch (px, rms) between the science image and the matched
+        reference (centroid errors, distortion residuals): dipoles at every bright enough star.
+        Drawn per frame when None.
+    flux_scatter : float, optional
+        Per-star fractional flux mismatch (rms; colour terms, PSF variation over the quadrant):
+        positive or negative cores at bright stars.  Drawn per frame when None.  Both are
+        calibrated so that the fraction of difference pixels beyond 5 sigma matches the real
+        didymos difference (tests/test_simulate_calibration.py).
     """
 
     seeing: float = 2.0
@@ -125,6 +134,8 @@ class Conditions:
     psf_beta: float = 3.0
     ellipticity: float = 0.05
     ellipticity_angle: float = 0.0
+    star_jitter: float | None = None
+    flux_scatter: float | None = None
 
 
 def random_conditions(rng: np.random.Generator, filt: str = "zr") -> Conditions:
@@ -362,7 +373,8 @@ def simulate_frame(
 
     # ---- the static sky: stars and galaxies (flux maps before the PSF), on both grids
     margin = 40
-    n_stars = rng.poisson(cond.star_density * QUAD_AREA_DEG2 * 10 ** (0.3 * (22.5 - 21)))
+    area_deg2 = ny * nx * (PIXSCALE / 3600) ** 2  # QUAD_AREA_DEG2 for a full frame
+    n_stars = rng.poisson(cond.star_density * area_deg2 * 10 ** (0.3 * (22.5 - 21)))
     n_stars = min(n_stars, 400_000)
     smag = sample_powerlaw_mags(rng, n_stars, 9.0, 22.5)
     sx = rng.uniform(-margin, nx + margin, n_stars)
@@ -376,7 +388,7 @@ def simulate_frame(
     for x, y, m in zip(sx[bright], sy[bright], smag[bright]):
         rows.append(_truth_row("bright_star", x, y, mag=float(m)))
 
-    n_gal = rng.poisson(cond.galaxy_density * QUAD_AREA_DEG2 * 10 ** (0.35 * (22.0 - 21)))
+    n_gal = rng.poisson(cond.galaxy_density * area_deg2 * 10 ** (0.35 * (22.0 - 21)))
     gmag = sample_powerlaw_mags(rng, n_gal, 14.0, 22.0, 0.35)
     gx, gy = rng.uniform(0, nx, n_gal), rng.uniform(0, ny, n_gal)
     greff = np.clip(rng.lognormal(np.log(1.5), 0.5, n_gal) * 10 ** (-0.15 * (gmag - 18)), 0.5, 40)
@@ -482,8 +494,19 @@ def simulate_frame(
     # the PSF-matched reference on the science grid, as ZOGY models it: slightly misregistered and
     # with a slightly wrong PSF and flux scale -> dipoles, rings and residuals at bright sources
     dxm, dym = cond.misregistration
+    # per-star mismatch, from a generator of its own so that every other draw is unchanged
+    rng_res = np.random.default_rng([int(seed), 7, *map(ord, frame.name[-12:])])
+    # (an estimate: centroid errors plus differential chromatic refraction at twilight airmasses,
+    # 0.1"-0.3"; ranges calibrated on the real didymos difference, about 7 residuals > 5 sigma per
+    # 254 x 254 px at b = 29 deg; tests/test_simulate_calibration.py)
+    if cond.star_jitter is None:
+        cond = replace(cond, star_jitter=float(rng_res.uniform(0.08, 0.25)))
+    if cond.flux_scatter is None:
+        cond = replace(cond, flux_scatter=float(rng_res.uniform(0.03, 0.12)))
+    jx, jy = rng_res.normal(0, cond.star_jitter, (2, n_stars))
+    ferr = np.clip(rng_res.normal(0, cond.flux_scatter, n_stars), -0.3, 0.3)
     matched_scene = np.zeros(shape, np.float64)
-    splat(matched_scene, sx + dxm, sy + dym, mag_to_dn(smag, zp) * (1 + rng.normal(0, 0.01)))
+    splat(matched_scene, sx + dxm + jx, sy + dym + jy, mag_to_dn(smag, zp) * (1 + rng.normal(0, 0.01) + ferr))
     matched_scene += scene - _splat_copy(shape, sx, sy, mag_to_dn(smag, zp))  # galaxies, nebulae
     psf_match = moffat_kernel(seeing_pix * rng.uniform(0.985, 1.015), cond.psf_beta * rng.uniform(0.95, 1.05),
                               cond.ellipticity, cond.ellipticity_angle + rng.normal(0, 5))
