@@ -1,7 +1,6 @@
-"""The simulator: products as IRSA serves them, comets where the truth says, calibration vs real ZTF."""
+"""The simulator: products as IRSA serves them, comets where the truth says (calibration against
+real ZTF data is in test_simulate_calibration.py)."""
 
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from tails.simulate import Conditions, random_frame_name, simulate_command, simu
 
 NAME = "ztf_20191014495961_000570_zr_c05_o_q3"
 SMALL = (700, 650)
-ZTF_REAL = Path(os.environ.get("TAILS_ZTF_REAL", Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"))
 #: a dark r-band night at high Galactic latitude, like the real frame of ZTF.md
 DARK = Conditions(seeing=2.0, sky_mag=20.8, star_density=3000, galaxy_density=2000, misregistration=(0.02, -0.02))
 COMET = {"x": 300.4, "y": 350.7, "mag": 16.0, "coma_arcsec": 8.0, "tail_arcsec": 40.0, "pa_deg": 120.0}
@@ -110,48 +108,3 @@ def test_simulate_command(tmp_path):
     out = simulate_command(names=NAME, out_dir=str(tmp_path), n_comets=2)
     assert NAME in out and "2 comet(s)" in out
     assert (tmp_path / "sci/2019/1014/495961" / f"{NAME}_truth.csv").is_file()
-
-
-# -------------------------------------------------------------------- calibration vs real ZTF
-needs_real = pytest.mark.skipif(not ZTF_REAL.is_dir(), reason="no real ZTF data here")
-
-
-@needs_real
-def test_difference_noise_matches_the_real_didymos_difference(frame):
-    """A dark r-band difference has the noise of the real one (sigma 5.6 DN, ZTF.md/README)."""
-    f = next((ZTF_REAL / "didymos_diff").glob("*size256*"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        real = fits.getdata(f, 1)
-    sim_sigma, real_sigma = robust_sigma(frame.diff), robust_sigma(real)
-    assert 0.75 < sim_sigma / real_sigma < 1.33, (sim_sigma, real_sigma)
-    # and the sky of the science image is that of the real dark r frame (158 DN, sigma 6.6)
-    assert 120 < np.median(frame.sci) < 200
-    assert 0.75 < robust_sigma(frame.sci) / 6.6 < 1.33
-
-
-@needs_real
-def test_diff_to_sci_noise_ratio_matches_real_alert_triplets(frame):
-    """Real r-band alert triplets have diff/sci noise ratios of 0.81-1.01 (10th-90th percentile)."""
-    fastavro = pytest.importorskip("fastavro")
-    import pandas as pd
-
-    from tails.alerts import make_triplet
-
-    index = pd.read_csv(ZTF_REAL / "alerts" / "alerts_index.csv")
-    ratios = []
-    for f in index["file"].unique():
-        if f.endswith(".avro"):
-            with open(ZTF_REAL / f, "rb") as fh:
-                for rec in fastavro.reader(fh):
-                    t = make_triplet(rec)
-                    if robust_sigma(t[..., 0]) > 0:  # a few stamps are blank
-                        ratios.append(robust_sigma(t[..., 2]) / robust_sigma(t[..., 0]))
-    real_lo, real_hi = np.percentile(ratios, [10, 90])
-    # the simulated ratio on 63 x 63 cutouts of empty sky, as the alerts' stamps
-    rng = np.random.default_rng(0)
-    sim = []
-    for _ in range(50):
-        r, c = rng.integers(0, SMALL[0] - 63), rng.integers(0, SMALL[1] - 63)
-        sim.append(robust_sigma(frame.diff[r : r + 63, c : c + 63]) / robust_sigma(frame.sci[r : r + 63, c : c + 63]))
-    assert real_lo - 0.1 < np.median(sim) < real_hi + 0.1, (np.median(sim), real_lo, real_hi)
