@@ -3,7 +3,11 @@
 A model is a folder ``models/{name}/`` holding ``tails.weights.h5``, a card ``MODEL.md`` and a
 ``MANIFEST.json`` that lists every file with its size and SHA-256::
 
-    {"name": "tails-20261124", "files": {"tails.weights.h5": {"size": 15937536, "sha256": "..."}}}
+    {"name": "tails-20261124", "status": "experimental",
+     "files": {"tails.weights.h5": {"size": 15937536, "sha256": "..."}}}
+
+``status`` says whether the model has met the targets of its card on held-out data
+(``validated``) or not yet (``experimental``); the CLI warns when it runs an experimental model.
 
 ``fetch_models`` reads ``{models.url}{name}/MANIFEST.json``, downloads each file that is missing
 or whose checksum differs, verifies it, and moves it into place only then.  Files already present
@@ -22,11 +26,13 @@ from typing import Iterable
 
 import requests
 
-__all__ = ["MANIFEST", "sha256sum", "write_manifest", "verify_model", "fetch_models"]
+__all__ = ["MANIFEST", "STATUSES", "sha256sum", "write_manifest", "verify_model", "model_status", "fetch_models"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
+#: A model's status: ``validated`` when its evaluation met the targets in its card.
+STATUSES = ("validated", "experimental")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,8 +49,18 @@ def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_manifest(folder: str | os.PathLike) -> Path:
-    """Write ``MANIFEST.json`` for every file in a model folder (but itself)."""
+def write_manifest(folder: str | os.PathLike, status: str = "experimental") -> Path:
+    """Write ``MANIFEST.json`` for every file in a model folder (but itself).
+
+    Parameters
+    ----------
+    folder : path
+        The model folder.
+    status : str
+        ``validated`` only when the model's evaluation met the targets in its card.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
     folder = Path(folder)
     files = {
         p.name: {"size": p.stat().st_size, "sha256": sha256sum(p)}
@@ -52,8 +68,16 @@ def write_manifest(folder: str | os.PathLike) -> Path:
         if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
     }
     path = folder / MANIFEST
-    path.write_text(json.dumps({"name": folder.name, "files": files}, indent=1) + "\n")
+    path.write_text(json.dumps({"name": folder.name, "status": status, "files": files}, indent=1) + "\n")
     return path
+
+
+def model_status(checkpoint: str | os.PathLike) -> str | None:
+    """The status in the manifest beside a checkpoint, or None when it has no manifest."""
+    manifest = Path(checkpoint).parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text()).get("status", "experimental")
 
 
 def verify_model(folder: str | os.PathLike) -> list[str]:

@@ -60,3 +60,18 @@ def test_unknown_model_is_a_clear_error(bucket, tmp_path):
     url, _, _ = bucket
     with pytest.raises(ModelFetchError, match="no manifest for model 'nope'"):
         fetch_models("nope", url=url, path=str(tmp_path / "models"))
+
+
+def test_status_is_recorded_and_read(tmp_path):
+    from tails.models import model_status
+
+    folder = tmp_path / "tails-x"
+    folder.mkdir()
+    (folder / "tails.weights.h5").write_bytes(b"w")
+    assert model_status(folder / "tails.weights.h5") is None
+    write_manifest(folder)
+    assert model_status(folder / "tails.weights.h5") == "experimental"
+    write_manifest(folder, status="validated")
+    assert model_status(folder / "tails.weights.h5") == "validated"
+    with pytest.raises(ValueError, match="status must be one of"):
+        write_manifest(folder, status="great")
