@@ -26,7 +26,16 @@ from typing import Iterable
 
 import requests
 
-__all__ = ["MANIFEST", "STATUSES", "sha256sum", "write_manifest", "verify_model", "model_status", "fetch_models"]
+__all__ = [
+    "MANIFEST",
+    "STATUSES",
+    "sha256sum",
+    "write_manifest",
+    "verify_model",
+    "model_status",
+    "package_model",
+    "fetch_models",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,40 @@ def verify_model(folder: str | os.PathLike) -> list[str]:
         for name, meta in manifest["files"].items()
         if not (folder / name).is_file() or sha256sum(folder / name) != meta["sha256"]
     ]
+
+
+def package_model(
+    run_dir: str | os.PathLike,
+    name: str,
+    eval_dir: str | os.PathLike | None = None,
+    status: str = "experimental",
+    models_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Make a bundled model folder from a training run (and its evaluation).
+
+    Copies the run's ``best.weights.h5`` as ``tails.weights.h5``, its ``log.csv`` and ``train.json``
+    as ``training_log.csv`` and ``training_config.json``, and the evaluation's ``metrics.json`` as
+    ``evaluation.json``; then writes the manifest.  The card, ``MODEL.md``, is written by a person:
+    it must say what the evaluation showed.
+
+    Returns
+    -------
+    Path
+        The model folder, ``models/{name}``.
+    """
+    import shutil
+
+    run_dir = Path(run_dir)
+    folder = Path(models_dir) if models_dir is not None else REPO_ROOT / "models"
+    folder = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "best.weights.h5", folder / "tails.weights.h5")
+    shutil.copyfile(run_dir / "log.csv", folder / "training_log.csv")
+    shutil.copyfile(run_dir / "train.json", folder / "training_config.json")
+    if eval_dir is not None:
+        shutil.copyfile(Path(eval_dir) / "metrics.json", folder / "evaluation.json")
+    write_manifest(folder, status=status)
+    return folder
 
 
 def _download(session: requests.Session, url: str, dest: Path, sha256: str, timeout: float) -> None:
