@@ -756,37 +756,57 @@ def write_frame(sim: SimulatedFrame, root: str | os.PathLike) -> dict[str, Path]
 
 
 def simulate_command(
-    n: int = 1,
+    n: int | str | Sequence[str] = 1,
     out_dir: str = "sim",
     seed: int = 0,
     n_comets: int = 1,
     names: str | Sequence[str] | None = None,
+    comet_mag_range: Sequence[float] = (14.0, 20.5),
+    confusers: bool = True,
 ) -> str:
     """Simulate ZTF frames into an IRSA-layout folder (``tails simulate``).
 
+    Examples: ``tails simulate 3 --out_dir=sim`` (three random frames) or
+    ``tails simulate ztf_20191014495961_000570_zr_c05_o_q3 --out_dir=sim``.
+
     Parameters
     ----------
-    n : int
-        Number of frames (ignored when ``names`` is given).
+    n : int, or str / list of str
+        Number of random frames, or frame name(s) (comma-separated or a list) to simulate.
     out_dir : str
         The IRSA-layout folder to write (``sci/...`` and ``ref/...``); use it as ``irsa.url``
-        with a ``file://`` URL.
+        with a ``file://`` URL.  Each frame's truth table is written beside its science image.
     seed : int
         Seed of the first frame; frame i uses ``seed + i``.
     n_comets : int
         Random comets per frame.
     names : str or list of str, optional
-        Frame names to simulate (comma-separated or a list); random names otherwise.
+        Frame names to simulate (comma-separated or a list), as an alternative to ``n``.
+    comet_mag_range : (float, float)
+        Range of the random comets' total r magnitudes (ZTF.md: 14 to 20.5).
+    confusers : bool
+        Add asteroids, variables, cosmic rays, streaks, ghosts, bad columns, nebulosity.
+
+    Returns
+    -------
+    str
+        One line per frame: its name, its number of comets and where it was written.
     """
     from tqdm.auto import tqdm
 
+    if names is None and not (isinstance(n, int) or (isinstance(n, str) and n.strip().isdigit())):
+        names = n
     if names is None:
-        frame_names = [random_frame_name(np.random.default_rng(seed + i)) for i in range(int(n))]
+        frame_names = [random_frame_name(np.random.default_rng(int(seed) + i)) for i in range(int(n))]
     else:
-        frame_names = [s for s in (names.split(",") if isinstance(names, str) else names) if s]
+        frame_names = [s.strip() for s in (names.split(",") if isinstance(names, str) else names) if s.strip()]
+        for name in frame_names:
+            parse_frame(name)  # a bad name fails before anything is written
+    lo, hi = (float(v) for v in comet_mag_range)
     lines = []
     for i, name in enumerate(tqdm(frame_names, desc="simulate", unit="frame")):
-        sim = simulate_frame(name, seed=int(seed) + i, n_comets=int(n_comets))
+        sim = simulate_frame(name, seed=int(seed) + i, n_comets=int(n_comets), comet_mag_range=(lo, hi),
+                             confusers=bool(confusers))
         paths = write_frame(sim, out_dir)
         n_c = int((sim.truth["kind"] == "comet").sum()) if len(sim.truth) else 0
         lines.append(f"{name}: {n_c} comet(s) -> {paths['sci'].parent}")

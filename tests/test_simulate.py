@@ -105,6 +105,12 @@ def test_written_in_irsa_layout(frame, tmp_path):
 
 
 def test_simulate_command(tmp_path):
-    out = simulate_command(names=NAME, out_dir=str(tmp_path), n_comets=2)
+    out = simulate_command(NAME, out_dir=str(tmp_path), n_comets=2)  # a name where the count goes
     assert NAME in out and "2 comet(s)" in out
     assert (tmp_path / "sci/2019/1014/495961" / f"{NAME}_truth.csv").is_file()
+
+
+def test_simulate_command_rejects_a_bad_name_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="expected ztf_"):
+        simulate_command(f"{NAME},ztf_bad", out_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())
