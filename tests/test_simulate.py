@@ -91,6 +91,12 @@ def test_random_comets_and_confusers_are_in_the_truth():
     assert np.isfinite(comets[["ra", "dec", "snr"]].to_numpy()).all()
 
 
+def test_no_confusers_when_switched_off(frame):
+    transient = {"asteroid", "variable", "supernova", "cosmic_ray", "streak", "ghost", "bad_column", "nebula"}
+    assert not transient & set(frame.truth["kind"])
+    assert (frame.truth["kind"] == "comet").sum() == 1
+
+
 def test_written_in_irsa_layout(frame, tmp_path):
     paths = write_frame(frame, tmp_path)
     f = parse_frame(NAME)
