@@ -24,14 +24,14 @@ import csv
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
 
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = ["make_loss", "TileBatches", "augment_batch", "learning_rate", "train", "train_command"]
 
@@ -152,15 +152,8 @@ class TileBatches(_py_dataset_base()):
 
 # ----------------------------------------------------------------------------- checkpoints
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(run_dir: Path, model, state: dict) -> None:
