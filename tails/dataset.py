@@ -30,6 +30,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path
+
 __all__ = [
     "DatasetSpec",
     "label_tiles",
@@ -207,14 +209,8 @@ def frame_to_examples(
 
 
 def _save_shard(path: Path, x: np.ndarray, y: np.ndarray, meta: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, x=x, y=y, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int = 1) -> Path:

@@ -15,8 +15,6 @@ one call shared by the CLI and the sentinel.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path
 from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
 from .preprocess import preprocess_tiles
 
@@ -188,31 +187,16 @@ def datestr_from_jd(jd: float) -> str:
     return f"{dt.year} {dt.month} {day}"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` only when it succeeded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(detections: pd.DataFrame, path: Path) -> None:
     """Write detections atomically, with the header even when there are none."""
     df = detections.reindex(columns=DETECTION_COLUMNS)
-    _atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    _atomic_write(path, write)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def process_frame(

@@ -20,11 +20,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import requests
+
+from .atomic import atomic_path
 
 __all__ = [
     "MANIFEST",
@@ -135,23 +136,17 @@ def package_model(
 
 
 def _download(session: requests.Session, url: str, dest: Path, sha256: str, timeout: float) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        with session.get(url, stream=True, timeout=timeout) as r:
-            if r.status_code != 200:
-                raise ModelFetchError(f"{url} answered HTTP {r.status_code}: check models.url and the model name")
-            h = hashlib.sha256()
-            with open(tmp, "wb") as f:
-                for block in r.iter_content(1 << 20):
-                    f.write(block)
-                    h.update(block)
+    """Stream ``url`` into ``dest``, moved into place only when its checksum is right."""
+    with atomic_path(dest) as tmp, session.get(url, stream=True, timeout=timeout) as r:
+        if r.status_code != 200:
+            raise ModelFetchError(f"{url} answered HTTP {r.status_code}: check models.url and the model name")
+        h = hashlib.sha256()
+        with open(tmp, "wb") as f:
+            for block in r.iter_content(1 << 20):
+                f.write(block)
+                h.update(block)
         if h.hexdigest() != sha256:
             raise ModelFetchError(f"{url}: checksum mismatch (corrupt or truncated download); try again")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fetch_models(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,8 @@ import numpy as np  # noqa: E402
 from astropy.visualization import ZScaleInterval  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
 
 __all__ = ["reticle", "zscale", "plot_stack", "save_triplet_png", "thumbnail_png"]
 
@@ -111,16 +112,8 @@ def plot_stack(
     titles = titles if titles is None or len(titles) == stack.shape[-1] else None
     fig = _draw(np.asarray(stack, float), reticles, titles, title, w, h, dpi, cmap)
     if save is not None:
-        path = Path(save)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-        os.close(fd)
-        try:
+        with atomic_path(save) as tmp:
             fig.savefig(tmp, dpi=dpi, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return fig
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +42,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from scipy.signal import fftconvolve
 
+from .atomic import atomic_path
 from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, ref_url, sci_url
 
 __all__ = [
@@ -717,15 +717,8 @@ def _header(w: WCS, frame, filt: str, zp: float, seeing: float, maglim: float, n
 
 # --------------------------------------------------------------------------- files
 def _atomic_fits(hdul: fits.HDUList, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         hdul.writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_frame(sim: SimulatedFrame, root: str | os.PathLike) -> dict[str, Path]:
@@ -748,10 +741,8 @@ def write_frame(sim: SimulatedFrame, root: str | os.PathLike) -> dict[str, Path]
     diff_hdu = fits.CompImageHDU(sim.diff, header=sim.header_sci, compression_type="RICE_1", quantize_level=16)
     _atomic_fits(fits.HDUList([fits.PrimaryHDU(), diff_hdu]), paths["diff"])
     paths["truth"] = paths["sci"].with_name(f"{sim.name}_truth.csv")
-    fd, tmp = tempfile.mkstemp(dir=paths["truth"].parent, suffix=".tmp")
-    os.close(fd)
-    sim.truth.to_csv(tmp, index=False)
-    os.replace(tmp, paths["truth"])
+    with atomic_path(paths["truth"]) as tmp:
+        sim.truth.to_csv(tmp, index=False)
     return paths
 
 
