@@ -47,3 +47,13 @@ def irsa_server(irsa_mirror: IrsaMirror):
     """An :class:`irsa_server.IrsaServer` on 127.0.0.1 serving :func:`irsa_mirror`."""
     with IrsaServer(irsa_mirror.root) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def fresh_checkpoint(tmp_path_factory) -> Path:
+    """Weights of a freshly initialised Tails() model: for plumbing tests, not for scores."""
+    from tails.efficientdet import Tails
+
+    path = tmp_path_factory.mktemp("model") / "fresh.weights.h5"
+    Tails().save_weights(path)
+    return path

@@ -80,14 +80,11 @@ def test_source_comes_back_at_its_pixel_and_sky_position(tmp_path):
     assert cut.shape == (63, 63) and np.unravel_index(np.nanargmax(cut), cut.shape) == (31, 31)
 
 
-def test_run_tails_end_to_end_on_a_served_frame(tmp_path):
+def test_run_tails_end_to_end_on_a_served_frame(tmp_path, fresh_checkpoint):
     frame = _frame_with_transient(100.0, 60.0, seed=5)
     write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=frame)
     cfg_path = tmp_path / "config.yaml"
-    ckpt = tmp_path / "fresh.weights.h5"
-    from tails.efficientdet import Tails
-
-    Tails().save_weights(ckpt)  # untrained: this test is about the plumbing, not the scores
+    ckpt = fresh_checkpoint  # untrained: this test is about the plumbing, not the scores
     out = tmp_path / "out"
     with IrsaServer(tmp_path / "irsa") as server:
         import yaml
@@ -114,14 +111,11 @@ def test_run_tails_end_to_end_on_a_served_frame(tmp_path):
     assert not [p for p in out.rglob(".*")]
 
 
-def test_a_missing_reference_stops_the_frame_with_a_clear_error(tmp_path):
+def test_a_missing_reference_stops_the_frame_with_a_clear_error(tmp_path, fresh_checkpoint):
     frame = _frame_with_transient(100.0, 60.0)
     paths, _ = write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=frame)
     paths["ref"].unlink()
-    ckpt = tmp_path / "fresh.weights.h5"
-    from tails.efficientdet import Tails
-
-    Tails().save_weights(ckpt)
+    ckpt = fresh_checkpoint
     cfg_path = tmp_path / "config.yaml"
     import yaml
 
@@ -135,3 +129,36 @@ def test_a_missing_reference_stops_the_frame_with_a_clear_error(tmp_path):
     assert r.returncode == 2
     assert "no reference image at" in r.stderr and "field 000570 c05 q3 zr" in r.stderr
     assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").rglob("*.csv"))
+
+
+def test_a_night_from_kowalski_skips_bad_frames_and_sums_up(tmp_path, fresh_checkpoint):
+    """--date --twilight: ZTF_ops -> 64 frames per exposure; frames IRSA lacks are logged and
+    skipped, the rest processed, and the run ends with a summary."""
+    from kowalski_server import KowalskiServer, ztf_ops_document
+
+    twilight = "ztf_20191014495961_000570_zr"
+    other = "ztf_20191014200000_000571_zg"
+    served = [f"{twilight}_c05_o_q3", f"{twilight}_c05_o_q4"]
+    for i, name in enumerate(served):
+        write_irsa_frame(tmp_path / "irsa", name, frame=_frame_with_transient(100.0, 60.0, seed=10 + i))
+    docs = [ztf_ops_document(twilight, 2458770.995961), ztf_ops_document(other, 2458770.7, qcomment="MSIP")]
+    import yaml
+
+    with IrsaServer(tmp_path / "irsa") as irsa, KowalskiServer(docs) as kowalski:
+        cfg = _config(irsa.url)
+        cfg["kowalski"] = kowalski.config_section()
+        cfg_path = tmp_path / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "run_tails.py"), f"--config={cfg_path}",
+             f"--checkpoint={fresh_checkpoint}", "--date=20191014", "--twilight", "--nthreads=2",
+             f"--output_base_path={tmp_path / 'out'}"],
+            capture_output=True, text=True, timeout=900,
+        )
+        query = kowalski.queries[-1]
+    assert r.returncode == 0, r.stderr
+    assert "2/64 frame(s) done, 62 failed" in r.stdout
+    assert query["query"]["filter"]["qcomment"] == {"$regex": "Twilight"}
+    csvs = sorted(p.name for p in (tmp_path / "out" / "runs" / "20191014").glob("*.csv"))
+    assert csvs == [f"{n}.csv" for n in served]
+    assert "no science image at" in r.stderr  # the skipped frames are named with their reason
