@@ -125,8 +125,8 @@ def run(
     base = Path(output_base_path).expanduser().resolve()
 
     if single_image:
-        names = [parse_frame(str(single_image)).name]
-        night = names[0][4:12]
+        frame = parse_frame(str(single_image))
+        names, night = [frame.name], frame.date
     else:
         from .kowalski import fileroots_for_night
 
