@@ -14,6 +14,7 @@ import platform
 import resource
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,15 @@ def benchmark(
     from .detect import process_frame
     from .efficientdet import Tails, load_model, model_name
     from .irsa import IrsaClient
-    from .simulate import simulate_frame, write_frame
+    from .frames import parse_frame
+    from .simulate import random_conditions, simulate_frame, write_frame
 
     with tempfile.TemporaryDirectory(dir=workdir, prefix="tails-bench-") as tmp:
         tmp = Path(tmp)
-        sim = simulate_frame(BENCH_FRAME, seed=seed, n_comets=3)
+        # the common case: the reference covers the whole frame, so all 169 tiles are inferred
+        rng = np.random.default_rng(seed)
+        conditions = replace(random_conditions(rng, parse_frame(BENCH_FRAME).filter), ref_coverage=1.0)
+        sim = simulate_frame(BENCH_FRAME, seed=seed, n_comets=3, conditions=conditions)
         write_frame(sim, tmp / "irsa")
         cfg = json.loads(json.dumps(config))
         cfg["irsa"]["url"] = (tmp / "irsa").resolve().as_uri() + "/"

@@ -151,6 +151,26 @@ class TileBatches(_py_dataset_base()):
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def _progress_callback(epoch: int, steps: int):
+    """A tqdm bar over the steps of one epoch, showing the running loss."""
+    import keras
+    from tqdm.auto import tqdm
+
+    class StepProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step", leave=False)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return StepProgress()
+
+
 def _atomic(path: Path, write) -> None:
     with atomic_path(path) as tmp:
         write(tmp)
@@ -306,7 +326,8 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
         model.optimizer.learning_rate.assign(lr)
         batches.epoch = epoch
         t0 = time.time()
-        hist = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=2)
+        hist = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+                         callbacks=[_progress_callback(epoch, int(t["steps_per_epoch"]))])
         pred = model.predict(xv.astype(np.float32), batch_size=64, verbose=0)
         val_loss = float(np.mean(np.asarray(loss(yv, pred))))
         acc = float(np.mean((pred[:, 0] > 0.5) == (yv[:, 0] > 0.5)))
