@@ -43,25 +43,25 @@ def preprocess_tiles(
     if x.ndim != 4:
         raise ValueError(f"tiles must have shape (N, H, W, C), got {x.shape}")
     n, _, _, c = x.shape
-    flat = x.reshape(n, -1, c)
-    nan = np.isnan(flat)
-    all_nan = nan.all(axis=1)  # (N, C)
-    if nan.any():
-        with np.errstate(all="ignore"):
-            import warnings
+    flat = x.reshape(n, -1, c)  # a view: the steps below work in place
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                med = np.nanmedian(flat, axis=1)  # (N, C)
-        med = np.nan_to_num(med, nan=0.0)
-        flat = np.where(nan, med[:, None, :], flat)
+    def sum_of_squares():  # per tile and channel; NaN exactly where the channel has a NaN
+        return np.einsum("npc,npc->nc", flat, flat)
+
+    # NaN -> the median of the channel's finite pixels; the per-channel sums find the channels
+    # with NaNs, so the expensive steps run only on those (most tiles have none)
+    all_nan = np.zeros((n, c), dtype=bool)
+    for i, j in zip(*np.nonzero(np.isnan(sum_of_squares()))):
+        channel = flat[i, :, j]
+        bad = np.isnan(channel)
+        all_nan[i, j] = bad.all()
+        channel[bad] = 0.0 if all_nan[i, j] else np.median(channel[~bad])
     if fix_diff_neg and c == 3:
         d = flat[..., 2]
         d[d < bad_diff_neg] = 0.0
-    norm = np.sqrt(np.einsum("npc,npc->nc", flat.astype(np.float64), flat.astype(np.float64)))
+    norm = np.sqrt(sum_of_squares())
     valid = ~(all_nan.any(axis=1) | (norm == 0).any(axis=1) | ~np.isfinite(norm).all(axis=1))
-    safe = np.where(norm > 0, norm, 1.0)
-    flat = (flat / safe[:, None, :]).astype(np.float32)
+    flat /= np.where(norm > 0, norm, 1.0)[:, None, :]
     flat[~valid] = 0.0
     return flat.reshape(x.shape), valid
 
