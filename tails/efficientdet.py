@@ -4,7 +4,9 @@ Architecture (Duev et al. 2021, arXiv:2102.13352; github dmitryduev/tails; summa
 ``shared/ZTF.md``, "The original Tails"):
 
 * input: a 256x256x3 triplet (science, reference re-projected onto the science frame, difference),
-  preprocessed by :func:`tails.preprocess.preprocess_tiles`;
+  preprocessed by :func:`tails.preprocess.preprocess_tiles`, then multiplied by 256 inside the
+  model (a weightless ``Rescaling``) so that each channel has unit rms, which the stem's batch
+  normalisation needs (an addition to the original; the model's input contract is unchanged);
 * backbone: EfficientNet-B0 (Tan & Le 2019, arXiv:1905.11946), random initialisation, no
   classification top; its feature maps C3, C4, C5 (strides 8, 16, 32) are used;
 * P6 = maxpool(BN(conv1x1(C5))), P7 = maxpool(P6) (strides 64 and 128);
@@ -362,8 +364,13 @@ def Tails(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
     triplet = keras.Input(shape=tuple(int(s) for s in input_shape), name="triplet")
+    # Preprocessing divides each channel by its L2 norm, leaving a root-mean-square of
+    # 1 / sqrt(H * W) per pixel (1/256 for 256-px tiles). Scaled back to unit rms here, so that
+    # the stem's batch normalisation sees variances well above its epsilon (1e-3): at 1/256 the
+    # stem's output variance is ~2e-6 and normalisation divided the signal by ~25.
+    scaled = layers.Rescaling(float(np.sqrt(input_shape[0] * input_shape[1])), name="unit_rms")(triplet)
     c3, c4, c5 = efficientnet_backbone(
-        triplet,
+        scaled,
         width_coefficient=width_coefficient,
         depth_coefficient=depth_coefficient,
         drop_connect_rate=drop_connect_rate,
