@@ -73,10 +73,14 @@ CONV_KERNEL_INITIALIZER = {
     "class_name": "VarianceScaling",
     "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
 }
-# Head: N(0, 0.01) kernels and a class-prediction bias giving p = 0.01 at start (RetinaNet,
-# Lin et al. 2017, arXiv:1708.02002, section 4.1), as the original Tails.
+# Head: N(0, 0.01) kernels for the intermediate convolutions (RetinaNet, Lin et al. 2017,
+# arXiv:1708.02002, section 4.1), as the original Tails.  RetinaNet also starts the prediction
+# convolution at p = 0.01 (bias -4.6, N(0, 0.01) kernel), which suits a focal loss on the head's
+# own outputs; here they are features for the Dense layer, and at p = 0.01 the sigmoid passes 1 %
+# of the gradient: training on 2 CPU cores stalled (head outputs constant across tiles to 1e-7
+# after 200 steps).  So the prediction convolution starts at p = 0.5 with Glorot kernels.
 HEAD_KERNEL_STDDEV = 0.01
-HEAD_PRIOR_PROBABILITY = 0.01
+HEAD_PRIOR_PROBABILITY = 0.5
 
 # Levels P3..P7 of the pyramid: P_l has stride 2**l.
 LEVELS = (3, 4, 5, 6, 7)
@@ -288,7 +292,7 @@ def location_head(features: Sequence, width: int = 64, depth: int = 3):
         3,
         padding="same",
         activation="sigmoid",
-        kernel_initializer=init,
+        kernel_initializer="glorot_uniform",
         bias_initializer=keras.initializers.Constant(prior),
         name="head_predict",
     )
