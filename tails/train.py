@@ -34,7 +34,10 @@ import numpy as np
 
 from .atomic import atomic_path
 
-__all__ = ["make_loss", "TileBatches", "augment_batch", "learning_rate", "train", "train_command"]
+__all__ = [
+    "make_loss", "TileBatches", "augment_batch", "recalibrate_batch_norm", "learning_rate", "train",
+    "train_command",
+]
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +208,41 @@ def load_checkpoint(run_dir: Path, model) -> dict | None:
     return json.loads((ck / "state.json").read_text())
 
 
+def recalibrate_batch_norm(model, x: np.ndarray, batch_size: int = 32, batches: int = 16,
+                           seed: int = 0) -> None:
+    """Re-estimate the moving statistics of every batch normalisation layer on training tiles.
+
+    Keras keeps exponential moving averages (momentum 0.99) that start at mean 0 and variance 1;
+    a few hundred steps are not enough for them to forget that start, and a model evaluated with
+    them (inference mode) sees its activations shrink layer after layer. This replaces them with
+    the plain average of the statistics of ``batches`` random batches ("precise BN", Wu & Johnson
+    2021, arXiv:2105.07576). The weights are not touched.
+
+    Parameters
+    ----------
+    model : keras.Model
+    x : ndarray (N, T, T, C)
+        Training tiles (preprocessed).
+    batch_size, batches : int
+        Size and number of the forward passes.
+    seed : int
+        Seed of the choice of tiles.
+    """
+    import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in bns]
+    idx = np.random.default_rng(seed).permutation(len(x))[: batch_size * batches]
+    try:
+        for k, start in enumerate(range(0, len(idx), batch_size), start=1):
+            for bn in bns:  # moving = (1 - 1/k) moving + (1/k) batch: the running mean of k batches
+                bn.momentum = 1.0 - 1.0 / k
+            model(x[np.sort(idx[start:start + batch_size])].astype(np.float32), training=True)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+
+
 # ----------------------------------------------------------------------------- training
 def learning_rate(epoch: int, base: float, constant_epochs: int, decay: float) -> float:
     """The original's schedule: constant, then ``x exp(-decay)`` per epoch."""
@@ -329,6 +367,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
         t0 = time.time()
         hist = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
                          callbacks=[_progress_callback(epoch, int(t["steps_per_epoch"]))])
+        recalibrate_batch_norm(model, x, seed=int(t["seed"]) + epoch)
         pred = model.predict(xv.astype(np.float32), batch_size=64, verbose=0)
         val_loss = float(np.mean(np.asarray(loss(yv, pred))))
         acc = float(np.mean((pred[:, 0] > 0.5) == (yv[:, 0] > 0.5)))

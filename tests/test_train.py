@@ -8,7 +8,9 @@ import pytest
 
 from tails.config import ConfigError, load_config
 from tails.dataset import label_tiles, load_dataset
-from tails.train import TileBatches, augment_batch, learning_rate, position_error_pix, train
+from tails.train import (
+    TileBatches, augment_batch, learning_rate, position_error_pix, recalibrate_batch_norm, train,
+)
 
 
 def test_labels_follow_every_flip_and_transpose():
@@ -51,6 +53,25 @@ def test_learning_rate_schedule_is_the_originals():
     assert learning_rate(29, 3e-4, 30, 0.1) == 3e-4
     assert learning_rate(30, 3e-4, 30, 0.1) == pytest.approx(3e-4 * np.exp(-0.1))
     assert learning_rate(31, 3e-4, 30, 0.1) == pytest.approx(3e-4 * np.exp(-0.2))
+
+
+def test_batch_norm_recalibration_averages_the_batch_statistics():
+    import keras
+
+    inputs = keras.Input((4, 4, 2))
+    outputs = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(3, 1, name="conv")(inputs))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(64, 4, 4, 2)) * 0.01 + 5.0).astype(np.float32)  # far from mean 0, var 1
+    kernel = model.get_layer("conv").get_weights()
+    recalibrate_batch_norm(model, x, batch_size=16, batches=4, seed=3)
+    bn = model.get_layer("bn")
+    features = np.asarray(model.get_layer("conv")(x))
+    assert np.asarray(bn.moving_mean) == pytest.approx(features.mean(axis=(0, 1, 2)), rel=1e-4)
+    assert np.asarray(bn.moving_variance) == pytest.approx(features.var(axis=(0, 1, 2)), rel=0.2)
+    assert bn.momentum == pytest.approx(0.99)  # restored
+    for a, b in zip(kernel, model.get_layer("conv").get_weights()):
+        np.testing.assert_array_equal(a, b)  # weights untouched
 
 
 def test_batches_are_balanced_and_reproducible():
