@@ -110,7 +110,9 @@ def package_model(
 ) -> Path:
     """Make a bundled model folder from a training run (and its evaluation).
 
-    Copies the run's ``best.weights.h5`` as ``tails.weights.h5``, its ``log.csv`` and ``train.json``
+    Saves the weights of the run's ``best.weights.h5`` as ``tails.weights.h5`` (the model's
+    variables only: a training checkpoint also holds the optimizer's, twice as many), copies its
+    ``log.csv`` and ``train.json``
     as ``training_log.csv`` and ``training_config.json``, and the evaluation's ``metrics.json`` as
     ``evaluation.json``; then writes the manifest.  The card, ``MODEL.md``, is written by a person:
     it must say what the evaluation showed.
@@ -126,7 +128,11 @@ def package_model(
     folder = Path(models_dir) if models_dir is not None else REPO_ROOT / "models"
     folder = folder / name
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "best.weights.h5", folder / "tails.weights.h5")
+    from .efficientdet import load_model
+
+    model = load_model(run_dir / "best.weights.h5")  # a fresh, uncompiled Tails(): no optimizer
+    with atomic_path(folder / "tails.weights.h5") as tmp:
+        model.save_weights(tmp)
     shutil.copyfile(run_dir / "log.csv", folder / "training_log.csv")
     shutil.copyfile(run_dir / "train.json", folder / "training_config.json")
     if eval_dir is not None:

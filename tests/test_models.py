@@ -75,3 +75,32 @@ def test_status_is_recorded_and_read(tmp_path):
     assert model_status(folder / "tails.weights.h5") == "validated"
     with pytest.raises(ValueError, match="status must be one of"):
         write_manifest(folder, status="great")
+
+
+def test_packaged_model_keeps_the_weights_and_drops_the_optimizer(tmp_path):
+    import json
+
+    import keras
+    import numpy as np
+
+    from tails.efficientdet import Tails, load_model
+    from tails.models import model_status, package_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model = Tails()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.optimizer.build(model.trainable_variables)  # Adam's moments: saved with the weights
+    model.save_weights(run / "best.weights.h5")
+    (run / "log.csv").write_text("epoch,loss\n1,1.0\n")
+    (run / "train.json").write_text(json.dumps({"seed": 42}))
+
+    folder = package_model(run, "tails-test", models_dir=tmp_path / "models")
+    packaged = folder / "tails.weights.h5"
+    assert packaged.stat().st_size < 0.6 * (run / "best.weights.h5").stat().st_size
+    assert packaged.stat().st_size < 20e6  # the size allowed for the bundled model
+    assert model_status(packaged) == "experimental"
+    assert (folder / "training_log.csv").read_text().startswith("epoch")
+    x = np.random.default_rng(0).normal(size=(2, 256, 256, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(load_model(packaged)(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary left
