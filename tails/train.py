@@ -194,8 +194,8 @@ def load_checkpoint(run_dir: Path, model) -> dict | None:
     ck = run_dir / "checkpoint"
     if not (ck / "state.json").is_file():
         return None
+    model.optimizer.build(model.trainable_variables)  # before loading: the file holds its variables too
     model.load_weights(ck / "model.weights.h5")
-    model.optimizer.build(model.trainable_variables)
     with np.load(ck / "optimizer.npz") as z:
         values = [z[f"arr_{i}"] for i in range(len(z.files))]
     if len(values) != len(model.optimizer.variables):
