@@ -6,8 +6,14 @@
 2. write ``demo/config.yaml``: the defaults with ``irsa.url`` pointing at that folder;
 3. run ``scripts/run_tails.py`` on the frame (download -> SWarp -> tiles -> model -> CSV);
 4. print the CSV and name the PNG.
+
+    python scripts/demo.py [--checkpoint=PATH.weights.h5]
+
+The model is the bundled one unless ``--checkpoint`` names another; with neither, the demo stops
+at once with a message saying so.
 """
 
+import argparse
 import copy
 import subprocess
 import sys
@@ -20,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tails.config import load_config  # noqa: E402
+from tails.efficientdet import find_bundled_checkpoint  # noqa: E402
 from tails.simulate import simulate_frame, write_frame  # noqa: E402
 
 NAME = "ztf_20191014495961_000570_zr_c05_o_q3"
@@ -29,7 +36,20 @@ BORISOV = {"x": 558.0, "y": 2639.0, "mag": 17.5, "coma_arcsec": 8.0, "tail_arcse
 SEED = 2019
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Tails on a simulated 2I/Borisov frame.")
+    parser.add_argument("--checkpoint", help="model weights (.weights.h5); default: the bundled model")
+    args = parser.parse_args(argv)
+    if args.checkpoint is None:
+        try:
+            find_bundled_checkpoint()
+        except FileNotFoundError:
+            print(
+                "demo: no trained model is bundled yet (see models/README.md); train one with "
+                "`tails train` and run `python scripts/demo.py --checkpoint=PATH.weights.h5`",
+                file=sys.stderr,
+            )
+            return 2
     demo = ROOT / "demo"
     irsa = demo / "irsa"
     print(f"simulating {NAME} with a Borisov-like comet at (558, 2639) into {irsa}")
@@ -43,7 +63,7 @@ def main() -> int:
         sys.executable, str(ROOT / "scripts" / "run_tails.py"),
         f"--config={demo / 'config.yaml'}", "--score_threshold=0.5", "--cleanup=none",
         f"--single_image={NAME}", f"--output_base_path={demo}",
-    ]
+    ] + ([f"--checkpoint={args.checkpoint}"] if args.checkpoint else [])
     print("$ " + " ".join(cmd))
     rc = subprocess.call(cmd)
     if rc:
