@@ -27,10 +27,12 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 
@@ -95,13 +97,7 @@ def augment_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, tile_s
     return x, y
 
 
-def _py_dataset_base():
-    import keras
-
-    return keras.utils.PyDataset
-
-
-class TileBatches(_py_dataset_base()):
+class TileBatches:
     """Balanced random batches of training tiles, a fixed number per epoch.
 
     Parameters
@@ -116,10 +112,11 @@ class TileBatches(_py_dataset_base()):
     augment : bool
         Apply :func:`augment_batch`.
     seed : int
+    easy : ndarray of bool (N,), optional
+        The positives used while :attr:`curriculum` is True (e.g. the bright comets).
     """
 
-    def __init__(self, x, y, batch_size, steps, positive_fraction=0.5, augment=True, seed=0):
-        super().__init__(workers=1, use_multiprocessing=False)
+    def __init__(self, x, y, batch_size, steps, positive_fraction=0.5, augment=True, seed=0, easy=None):
         self.x, self.y = x, y
         self.batch_size, self.steps = int(batch_size), int(steps)
         self.pos = np.flatnonzero(y[:, 0] > 0.5)
@@ -128,6 +125,10 @@ class TileBatches(_py_dataset_base()):
             raise ValueError(
                 f"training set needs positives and negatives, has {len(self.pos)} and {len(self.neg)}"
             )
+        self.easy_pos = self.pos if easy is None else np.flatnonzero((y[:, 0] > 0.5) & np.asarray(easy, bool))
+        if len(self.easy_pos) == 0:
+            raise ValueError("the curriculum leaves no positives: lower train.curriculum.min_snr")
+        self.curriculum = False
         self.n_pos = max(1, round(self.batch_size * positive_fraction))
         self.augment = augment
         self.seed = seed
@@ -136,14 +137,11 @@ class TileBatches(_py_dataset_base()):
     def __len__(self) -> int:
         return self.steps
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-
     def __getitem__(self, index: int):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         idx = np.concatenate(
             [
-                rng.choice(self.pos, self.n_pos),
+                rng.choice(self.easy_pos if self.curriculum else self.pos, self.n_pos),
                 rng.choice(self.neg, self.batch_size - self.n_pos),
             ]
         )
@@ -155,26 +153,6 @@ class TileBatches(_py_dataset_base()):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _progress_callback(epoch: int, steps: int):
-    """A tqdm bar over the steps of one epoch, showing the running loss."""
-    import keras
-    from tqdm.auto import tqdm
-
-    class StepProgress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step", leave=False)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.bar.update(1)
-            if logs and "loss" in logs:
-                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
-
-        def on_train_end(self, logs=None):
-            self.bar.close()
-
-    return StepProgress()
-
-
 def _atomic(path: Path, write) -> None:
     with atomic_path(path) as tmp:
         write(tmp)
@@ -194,8 +172,12 @@ def load_checkpoint(run_dir: Path, model) -> dict | None:
     ck = run_dir / "checkpoint"
     if not (ck / "state.json").is_file():
         return None
-    model.optimizer.build(model.trainable_variables)  # before loading: the file holds its variables too
-    model.load_weights(ck / "model.weights.h5")
+    with warnings.catch_warnings():
+        # the weights file also holds the optimizer's variables, which Keras cannot load into an
+        # unbuilt optimizer; they are restored below from optimizer.npz
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(ck / "model.weights.h5")
+    model.optimizer.build(model.trainable_variables)
     with np.load(ck / "optimizer.npz") as z:
         values = [z[f"arr_{i}"] for i in range(len(z.files))]
     if len(values) != len(model.optimizer.variables):
@@ -258,6 +240,11 @@ def _check_train_config(t: dict) -> None:
         problems.append(f"train.positive_fraction must be in (0, 1), got {t['positive_fraction']!r}")
     if not float(t["learning_rate"]) > 0:
         problems.append(f"train.learning_rate must be positive, got {t['learning_rate']!r}")
+    c = t["curriculum"]
+    if not isinstance(c["epochs"], int) or c["epochs"] < 0:
+        problems.append(f"train.curriculum.epochs must be a non-negative integer, got {c['epochs']!r}")
+    if not isinstance(c["min_snr"], (int, float)) or c["min_snr"] < 0:
+        problems.append(f"train.curriculum.min_snr must be a non-negative number, got {c['min_snr']!r}")
     for key in ("seeds", "val_seeds"):
         s = t["dataset"][key]
         if not (isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) for v in s) and s[0] < s[1]):
@@ -329,7 +316,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
 
     keras.utils.set_random_seed(int(t["seed"]))
     processes = int(t["dataset"]["processes"])
-    x, y, _ = _dataset(t, config, "path", "seeds", processes)
+    x, y, meta = _dataset(t, config, "path", "seeds", processes)
     xv, yv, _ = _dataset(t, config, "val_path", "val_seeds", processes)
     log.info("training tiles: %d (%d positive); validation: %d (%d positive)",
              len(y), int((y[:, 0] > 0.5).sum()), len(yv), int((yv[:, 0] > 0.5).sum()))
@@ -350,8 +337,11 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
             model.load_weights(t["init_checkpoint"])
             log.info("starting from the weights of %s", t["init_checkpoint"])
 
+    # curriculum: the first epochs see only the comets bright enough to learn from at once
+    snr = meta["snr"].to_numpy(float) if "snr" in meta else np.full(len(y), np.inf)
     batches = TileBatches(
-        x, y, t["batch_size"], t["steps_per_epoch"], t["positive_fraction"], bool(t["augment"]), int(t["seed"])
+        x, y, t["batch_size"], t["steps_per_epoch"], t["positive_fraction"], bool(t["augment"]), int(t["seed"]),
+        easy=np.nan_to_num(snr, nan=0.0) >= float(t["curriculum"]["min_snr"]),
     )
     last = int(t["epochs"]) if max_epochs is None else min(int(t["epochs"]), state["epoch"] + int(max_epochs))
     deadline = time.time() + 3600 * float(t["max_hours"]) if t["max_hours"] else math.inf
@@ -365,8 +355,15 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
         model.optimizer.learning_rate.assign(lr)
         batches.epoch = epoch
         t0 = time.time()
-        hist = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
-                         callbacks=[_progress_callback(epoch, int(t["steps_per_epoch"]))])
+        batches.epoch = epoch
+        batches.curriculum = epoch < int(t["curriculum"]["epochs"])
+        losses = []
+        # train_on_batch in a plain loop: on 2 cores it took half the time per step of
+        # model.fit on a keras PyDataset (2.9 s against 5.5 to 6.5 s per batch of 16)
+        with tqdm(range(len(batches)), desc=f"epoch {epoch + 1}", unit="step", leave=False) as bar:
+            for step in bar:
+                losses.append(float(model.train_on_batch(*batches[step])))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         recalibrate_batch_norm(model, x, seed=int(t["seed"]) + epoch)
         pred = model.predict(xv.astype(np.float32), batch_size=64, verbose=0)
         val_loss = float(np.mean(np.asarray(loss(yv, pred))))
@@ -375,7 +372,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
         state["seconds"] += time.time() - t0
         state["epoch"] = epoch + 1
         row = {
-            "epoch": epoch + 1, "lr": lr, "loss": float(hist.history["loss"][-1]), "val_loss": val_loss,
+            "epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)), "val_loss": val_loss,
             "val_accuracy": acc, "val_position_error_pix": err, "seconds": round(state["seconds"], 1),
         }
         new = not log_path.exists()

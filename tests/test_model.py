@@ -90,9 +90,11 @@ def test_default_architecture():
     assert model.get_layer("block7a_project_bn").output.shape == (None, 8, 8, 320)
     # about 3.95 M parameters, as published
     assert 3_900_000 <= model.count_params() <= 4_000_000
-    # no rescaling or normalisation layer: the inputs are preprocessed by tails.preprocess
-    kinds = {type(layer).__name__ for layer in model.layers}
-    assert not kinds & {"Rescaling", "Normalization"}
+    # no data-dependent normalisation: the inputs are preprocessed by tails.preprocess; the one
+    # rescaling is the fixed factor sqrt(256 * 256) that brings unit-norm channels to unit rms
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert "Normalization" not in kinds and kinds.count("Rescaling") == 1
+    assert model.get_layer("unit_rms").scale == 256.0
 
 
 def test_output_shape_and_range(tiny_model):
