@@ -21,8 +21,10 @@ import math
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import LoopbackServer
 
 __all__ = ["KnownObject", "MPCheckerServer", "SkyBotServer"]
 
@@ -65,14 +67,13 @@ def _dms(dec: float, sep: str = " ", prec: int = 0) -> str:
     return f"{sign}{dd:02d}{sep}{mm:02d}{sep}{ss:0{width}.{prec}f}"
 
 
-class _Base:
+class _Base(LoopbackServer):
     def __init__(self, objects: list[KnownObject] | None = None):
         self.objects = list(objects or [])
         self.down = False
         self.requests: list[dict] = []
         self.invalid: list[str] = []
         self.lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
 
     def handle(self, method: str, path: str, params: dict[str, str]) -> tuple[int, str, bytes]:
         raise NotImplementedError
@@ -109,27 +110,7 @@ class _Base:
             def do_POST(self) -> None:
                 self._go("POST")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None
-        return self._httpd.server_address[1]
+        return self._serve(Handler)
 
 
 class MPCheckerServer(_Base):

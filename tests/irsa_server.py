@@ -31,6 +31,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from loopback import LoopbackServer
+
 __all__ = ["IrsaServer", "LOGIN_PATH", "COOKIE_NAME"]
 
 #: Path of the login endpoint, as on IRSA.
@@ -152,7 +154,7 @@ class _Server(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class IrsaServer:
+class IrsaServer(LoopbackServer):
     """Serve ``root`` (a folder in IRSA's layout) over HTTP on 127.0.0.1.
 
     Parameters
@@ -190,8 +192,6 @@ class IrsaServer:
         self._credentials: tuple[str, str] | None = None
         self._sessions: set[str] = set()
         self._lock = threading.Lock()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- switches --------------------------------------------------------------------------
     def fail_next(self, n: int, status: int = 500) -> None:
@@ -228,11 +228,6 @@ class IrsaServer:
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
-    def port(self) -> int:
-        assert self._httpd is not None, "server not started"
-        return self._httpd.server_address[1]
-
-    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
@@ -241,25 +236,4 @@ class IrsaServer:
         return f"http://127.0.0.1:{self.port}{LOGIN_PATH}"
 
     def start(self) -> "IrsaServer":
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="irsa-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "IrsaServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._serve(_Handler, _Server)

@@ -22,8 +22,10 @@ import copy
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import LoopbackServer
 
 __all__ = ["KowalskiServer", "match_filter", "project", "ztf_ops_document"]
 
@@ -94,7 +96,7 @@ def ztf_ops_document(fileroot: str, jd_start: float, qcomment: str = "Twilight s
     }
 
 
-class KowalskiServer:
+class KowalskiServer(LoopbackServer):
     """Loopback Kowalski on 127.0.0.1 and an ephemeral port.
 
     Parameters
@@ -120,8 +122,6 @@ class KowalskiServer:
         self.password = password
         self.queries: list[dict] = []
         self.lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> "KowalskiServer":
@@ -170,28 +170,7 @@ class KowalskiServer:
                     return self._send(code, answer)
                 self._send(404, {"status": "error", "message": f"no route {self.path}"})
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "KowalskiServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None, "server not started"
-        return self._httpd.server_address[1]
+        return self._serve(Handler)
 
     def config_section(self) -> dict:
         """The ``kowalski`` config section that points at this server."""

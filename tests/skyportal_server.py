@@ -26,8 +26,10 @@ import json
 import re
 import struct
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import LoopbackServer
 
 __all__ = ["SkyPortalServer", "ANNOTATION_KEYS"]
 
@@ -74,7 +76,7 @@ def _group_ids(body: dict, groups: set[int]) -> None:
     _require(set(g) <= groups, f"unknown group_ids {g}")
 
 
-class SkyPortalServer:
+class SkyPortalServer(LoopbackServer):
     """Loopback SkyPortal on 127.0.0.1 and an ephemeral port.
 
     Parameters
@@ -99,7 +101,6 @@ class SkyPortalServer:
         self._fail_status = 500
         self._fail_methods: tuple[str, ...] = ("GET", "POST")
         self._fail_after = 0
-        self._httpd: ThreadingHTTPServer | None = None
 
     # -- control ---------------------------------------------------------------------------
     def fail_next(
@@ -177,27 +178,7 @@ class SkyPortalServer:
             def do_POST(self) -> None:
                 self._handle("POST")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "SkyPortalServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None, "server not started"
-        return self._httpd.server_address[1]
+        return self._serve(Handler)
 
     # -- routes (called with the lock held) ------------------------------------------------
     def _record(self, kind: str, path: str, body: dict) -> None:

@@ -20,7 +20,7 @@ def run_tails(*args, cwd=None):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([f"--single_image=ztf_2019_bad"], "bad ZTF frame name 'ztf_2019_bad'.*expected ztf_YYYYMMDDffffff_FFFFFF_zX_cCC_o_qQ"),
+        (["--single_image=ztf_2019_bad"], "bad ZTF frame name 'ztf_2019_bad'.*expected ztf_YYYYMMDDffffff_FFFFFF_zX_cCC_o_qQ"),
         ([f"--single_image={NAME[:-1]}7"], r"quadrant 7 is not in 1\.\.4"),
         ([f"--single_image={NAME}", "--score_threshold=1.5"], r"score_threshold must be in \[0, 1\]"),
         ([f"--single_image={NAME}", "--cleanup=everything"], "cleanup must be one of none, ref, sci, all"),

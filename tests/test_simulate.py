@@ -1,8 +1,6 @@
 """The simulator: products as IRSA serves them, comets where the truth says (calibration against
 real ZTF data is in test_simulate_calibration.py)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from astropy.io import fits
