@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import yaml
+from bundled import with_bundled_model
 from irsa_server import IrsaServer
 
 from tails.config import load_config
-from tails.efficientdet import find_bundled_checkpoint
-from tails.models import model_status
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -28,23 +26,7 @@ from demo import BORISOV, NAME, SEED  # noqa: E402
 TEST_SEED = SEED + 1000
 
 
-def _bundled():
-    try:
-        return find_bundled_checkpoint()
-    except FileNotFoundError:
-        return None
-
-
-BUNDLED = _bundled()
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(BUNDLED is None, reason="no bundled model in models/")
-@pytest.mark.xfail(
-    BUNDLED is not None and model_status(BUNDLED) != "validated",
-    reason="the bundled model is marked experimental (see its MODEL.md): not yet expected to pass",
-    strict=False,
-)
+@with_bundled_model
 def test_borisov_is_found_once_where_it_is(tmp_path):
     from tails.simulate import simulate_frame, write_frame
 

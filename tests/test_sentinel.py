@@ -34,8 +34,8 @@ import yaml
 
 from tails.config import load_config
 from tails.frames import expand_fileroot
-from tails.models import model_status
 
+from bundled import with_bundled_model
 from crossmatch_servers import KnownObject, MPCheckerServer, SkyBotServer
 from fitsutil import irsa_paths, write_irsa_frame
 from irsa_server import IrsaServer
@@ -443,25 +443,7 @@ def test_watcher_runs_once_over_a_window(tmp_path, checkpoint, services):
     assert fritz.posts == []  # post_to_fritz is off
 
 
-def _bundled_model():
-    from tails.efficientdet import find_bundled_checkpoint
-
-    try:
-        return find_bundled_checkpoint()
-    except FileNotFoundError:
-        return None
-
-
-BUNDLED = _bundled_model()
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(BUNDLED is None, reason="no bundled model in models/")
-@pytest.mark.xfail(
-    BUNDLED is not None and model_status(BUNDLED) != "validated",
-    reason="the bundled model is marked experimental (see its MODEL.md): not yet expected to pass",
-    strict=False,
-)
+@with_bundled_model
 def test_bundled_model_finds_the_simulated_comet_and_posts_it_once(tmp_path, services):
     """With the bundled (trained) model and the simulator: a full-size frame with a Borisov-like
     comet (as scripts/demo.py) gives a candidate at the comet, posted once with all its parts;
