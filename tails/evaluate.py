@@ -25,8 +25,9 @@ are those of the product at each threshold, not an approximation.
 
 The report folder (``evaluate.output_dir``) holds ``metrics.json`` (every number), the plots
 ``fnr_fpr_vs_threshold.png``, ``roc.png``, ``pr.png`` and ``offsets.png``, and the tables
-``comets.csv``, ``detections.csv`` and ``tiles.csv``.  It is written to a temporary folder and
-moved into place at the end, so an interrupted evaluation leaves no partial report.
+``comets.csv``, ``detections.csv`` and ``tiles.csv``, and ``summary.md`` (the tables of a model
+card).  It is written to a temporary folder and moved into place at the end, so an interrupted
+evaluation leaves no partial report.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ __all__ = [
     "SNR_BINS",
     "REPORT_FILES",
     "check_evaluate_config",
+    "markdown_report",
     "Matches",
     "match_detections",
     "binned_recall",
@@ -119,6 +121,7 @@ REPORT_FILES = (
     "comets.csv",
     "detections.csv",
     "tiles.csv",
+    "summary.md",
 )
 
 #: Thresholds of the sampled curves in metrics.json: a 0.01 grid plus the high end, where a trained
@@ -1042,6 +1045,7 @@ def _write_report(out: Path, metrics: dict, comets: pd.DataFrame, detections: pd
         plot_pr(metrics, stage / "pr.png")
         plot_offsets(comets["offset_pix"].to_numpy(float), metrics, stage / "offsets.png")
         (stage / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+        (stage / "summary.md").write_text(markdown_report(metrics))
         os.chmod(stage, 0o755)
         _check_output(out, overwrite)  # nobody wrote a report meanwhile
         old = None
@@ -1054,6 +1058,53 @@ def _write_report(out: Path, metrics: dict, comets: pd.DataFrame, detections: pd
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def markdown_report(metrics: dict[str, Any]) -> str:
+    """The evaluation tables of a model card (``MODEL.md``), in Markdown, from ``metrics.json``.
+
+    Recall by magnitude, by the issue's target bins, by coma radius and by core signal-to-noise;
+    false positives per frame and per tile; localisation; the per-tile ROC AUC and average precision.
+    """
+    c, r, fp = metrics["counts"], metrics["recall"], metrics["false_positives"]
+    loc, tiles = metrics["localisation"], metrics["tiles"]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    def num(v: float | None, fmt: str = ".2f") -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    lines = [
+        f"Model `{metrics['model']}`, {c['frames']} simulated frames (seeds {metrics['seeds'][0]} to "
+        f"{metrics['seeds'][1] - 1}; {c['frames_failed']} failed), {c['comets']} comets, threshold "
+        f"{metrics['score_threshold']:g}, match radius {metrics['match_radius_pix']:g} px.",
+        "",
+        "| recall by | bin | comets | recalled | recall |",
+        "|---|---|---|---|---|",
+        f"| all | | {r['overall']['n']} | {r['overall']['recalled']} | {pct(r['overall']['recall'])} |",
+    ]
+    for key, title in (("by_magnitude", "r magnitude"), ("by_magnitude_targets", "r magnitude (targets)"),
+                       ("by_coma_radius_arcsec", "coma radius (arcsec)"), ("by_core_snr", "core S/N")):
+        for label, b in r[key].items():
+            lines.append(f"| {title} | {label} | {b['n']} | {b['recalled']} | {pct(b['recall'])} |")
+    lines += [
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| detections over threshold | {c['detections']} ({c['true_detections']} true) |",
+        f"| false positives | {fp['total']} |",
+        f"| false positives per frame (ccd-quadrant) | {num(fp['per_frame'], '.3f')} |",
+        f"| false positives per tile | {num(fp['per_tile'], '.2e')} |",
+        f"| localisation RMSE (px) | {num(loc['rmse_pix'])} |",
+        f"| median offset (px) | {num(loc['median_pix'])} |",
+        f"| 90th-percentile offset (px) | {num(loc['p90_pix'])} |",
+        f"| tiles: TPR / FPR | {pct(tiles['tpr'])} / {pct(tiles['fpr'])} |",
+        f"| tiles: ROC AUC / average precision | {num(tiles['roc_auc'], '.3f')} / "
+        f"{num(tiles['average_precision'], '.3f')} |",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:

@@ -21,6 +21,7 @@ from tails.evaluate import (
     count_false_positives,
     evaluate,
     localisation_stats,
+    markdown_report,
     match_detections,
     pr_curve,
     roc_curve,
@@ -150,6 +151,23 @@ def test_compute_metrics_gives_the_headline_numbers():
     assert m["counts"]["tiles_positive"] == 3
 
 
+def test_markdown_report_tabulates_the_headline_numbers():
+    comets = pd.DataFrame({"mag": [16.5, 18.0, 20.0], "coma_arcsec": [12.0, 4.0, 30.0],
+                           "best_p": [0.99, 0.8, 0.3], "offset_pix": [1.0, 3.0, np.nan]})
+    detections = pd.DataFrame({"p": [0.99, 0.8, 0.9], "true": [True, True, False]})
+    tiles = pd.DataFrame({"p": [0.99, 0.8, 0.3, 0.9], "positive": [1, 1, 1, 0]})
+    m = compute_metrics(comets, detections, tiles, n_frames=2, score_threshold=0.5)
+    m.update(model="tails-test", seeds=[900000, 900002], score_threshold=0.5, match_radius_pix=10)
+    m["counts"]["frames_failed"] = 0
+    text = markdown_report(m)
+    assert "| all | | 3 | 2 | 66.7 % |" in text
+    assert "| r magnitude | >19.5 | 1 | 0 | 0.0 % |" in text
+    assert "| r magnitude (targets) | <19 | 2 | 2 | 100.0 % |" in text
+    assert "| false positives per frame (ccd-quadrant) | 0.500 |" in text
+    assert "| localisation RMSE (px) | 2.24 |" in text
+    assert "seeds 900000 to 900001" in text
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.fixture
 def config(tmp_path):
@@ -223,6 +241,7 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
     assert set(on_disk["recall"]["by_magnitude"]) == {"<17", "17-18.5", "18.5-19.5", ">19.5"}
     assert {"per_frame", "per_tile", "total"} <= set(on_disk["false_positives"])
     assert {"rmse_pix", "median_pix"} <= set(on_disk["localisation"])
+    assert "| r magnitude |" in (out / "summary.md").read_text()
     for png in ("fnr_fpr_vs_threshold.png", "roc.png", "pr.png", "offsets.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # at threshold 0 every tile's candidate is scored: the detections are the merged tiles
