@@ -1060,6 +1060,16 @@ def _write_report(out: Path, metrics: dict, comets: pd.DataFrame, detections: pd
         raise
 
 
+def _pct(v: float | None, sep: str = "") -> str:
+    """A fraction as a percentage with one decimal, or n/a."""
+    return "n/a" if v is None else f"{100 * v:.1f}{sep}%"
+
+
+def _num(v: float | None, fmt: str = ".2f") -> str:
+    """A number in ``fmt``, or n/a."""
+    return "n/a" if v is None else format(v, fmt)
+
+
 def markdown_report(metrics: dict[str, Any]) -> str:
     """The evaluation tables of a model card (``MODEL.md``), in Markdown, from ``metrics.json``.
 
@@ -1070,11 +1080,9 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     loc, tiles = metrics["localisation"], metrics["tiles"]
 
     def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.1f} %"
+        return _pct(v, sep=" ")
 
-    def num(v: float | None, fmt: str = ".2f") -> str:
-        return "n/a" if v is None else format(v, fmt)
-
+    num = _num
     lines = [
         f"Model `{metrics['model']}`, {c['frames']} simulated frames (seeds {metrics['seeds'][0]} to "
         f"{metrics['seeds'][1] - 1}; {c['frames_failed']} failed), {c['comets']} comets, threshold "
@@ -1109,13 +1117,7 @@ def markdown_report(metrics: dict[str, Any]) -> str:
 
 def _summary(metrics: dict[str, Any], out: Path) -> str:
     c, r, fp, loc = metrics["counts"], metrics["recall"], metrics["false_positives"], metrics["localisation"]
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.1f}%"
-
-    def num(v: float | None, fmt: str = ".2f") -> str:
-        return "n/a" if v is None else format(v, fmt)
-
+    pct, num = _pct, _num
     mags = ", ".join(f"{k}: {pct(v['recall'])} ({v['recalled']}/{v['n']})" for k, v in r["by_magnitude"].items())
     return (
         f"Tails {metrics['model']} on {c['frames']} frame(s) ({c['frames_failed']} failed), {c['comets']} comets, "
