@@ -339,10 +339,12 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
             log.info("starting from the weights of %s", t["init_checkpoint"])
 
     # curriculum: the first epochs see only the comets bright enough to learn from at once
-    snr = meta["snr"].to_numpy(float) if "snr" in meta else np.full(len(y), np.inf)
+    easy = None
+    if int(t["curriculum"]["epochs"]) > 0 and "snr" in meta:
+        easy = np.nan_to_num(meta["snr"].to_numpy(float), nan=0.0) >= float(t["curriculum"]["min_snr"])
     batches = TileBatches(
         x, y, t["batch_size"], t["steps_per_epoch"], t["positive_fraction"], bool(t["augment"]), int(t["seed"]),
-        easy=np.nan_to_num(snr, nan=0.0) >= float(t["curriculum"]["min_snr"]),
+        easy=easy,
     )
     last = int(t["epochs"]) if max_epochs is None else min(int(t["epochs"]), state["epoch"] + int(max_epochs))
     deadline = time.time() + 3600 * float(t["max_hours"]) if t["max_hours"] else math.inf
