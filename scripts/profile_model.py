@@ -60,8 +60,13 @@ def _child(spec: dict) -> dict:
                 )
         elif how == "predict_tiles":
             run = lambda: predict_tiles(model, tiles, batch_size=bs, jit_compile=spec["jit_compile"])  # noqa: E731
-        elif how == "tflite":  # the same model converted to TensorFlow Lite, run with XNNPACK
-            run = _tflite_runner(model, tiles, bs)
+        elif how == "litert":  # the same model converted to LiteRT, run with XNNPACK (tails.litert)
+            import tempfile
+
+            from tails.litert import LiteRTModel, convert
+
+            lite = LiteRTModel(convert(model, Path(tempfile.mkdtemp()) / "tails.tflite"), num_threads=2)
+            run = lambda: predict_tiles(lite, tiles, batch_size=bs)  # noqa: E731
             out["max_abs_diff_vs_keras"] = float(
                 np.abs(run() - predict_tiles(model, tiles, batch_size=bs)).max()
             )
@@ -101,37 +106,6 @@ def _child(spec: dict) -> dict:
     return out
 
 
-def _tflite_runner(model, tiles, batch_size: int):
-    """A function running ``tiles`` through ``model`` converted to TFLite (XNNPACK, 2 threads).
-
-    The conversion goes through a SavedModel export; batches are padded to ``batch_size``.
-    """
-    import tempfile
-
-    import numpy as np
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        flat = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
-    it = tf.lite.Interpreter(model_content=flat, num_threads=2)
-    inp, outp = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    it.resize_tensor_input(inp, [batch_size, *tiles.shape[1:]])
-    it.allocate_tensors()
-
-    def run():
-        res = []
-        for i in range(0, len(tiles), batch_size):
-            b = tiles[i : i + batch_size]
-            pad = np.zeros((batch_size - len(b), *b.shape[1:]), np.float32)
-            it.set_tensor(inp, np.concatenate([b, pad]))
-            it.invoke()
-            res.append(it.get_tensor(outp)[: len(b)].copy())
-        return np.concatenate(res)
-
-    return run
-
-
 def _run(spec: dict) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.update(spec.pop("env", {}) or {})
@@ -158,7 +132,8 @@ def default_specs(only: str | None) -> list[dict]:
                 specs.append(dict(kind="predict", how="predict_tiles", batch_size=bs, jit_compile=jit))
         for bs in (32, 64, 169):
             specs.append(dict(kind="predict", how="call", batch_size=bs, jit_compile=False))
-        specs.append(dict(kind="predict", how="tflite", batch_size=32, jit_compile=False))
+        for bs in (32, 169):
+            specs.append(dict(kind="predict", how="litert", batch_size=bs, jit_compile=False))
         specs.append(dict(kind="predict", how="predict_tiles", batch_size=64, jit_compile=False, threads=[1, 1]))
         specs.append(dict(kind="predict", how="predict_tiles", batch_size=64, jit_compile=False, threads=[2, 1]))
         specs.append(dict(kind="predict", how="predict_tiles", batch_size=64, jit_compile=False, threads=[2, 2]))

@@ -101,9 +101,9 @@ class TailsWorker:
 
     def __init__(self, config: Mapping[str, Any]):
         from tails.crossmatch import MPChecker, SkyBot
-        from tails.efficientdet import load_model
         from tails.fritz import FritzClient
         from tails.irsa import IrsaClient
+        from tails.litert import detector_from_config
 
         self.config = config
         app = config["sentinel"]["app"]
@@ -119,7 +119,7 @@ class TailsWorker:
             log.info("Fritz connection OK")
         checkpoint = config["tails"]["checkpoint"]
         t0 = time.perf_counter()
-        self.model = load_model(checkpoint)
+        self.model = detector_from_config(config)
         self.model_name = _model_name(checkpoint)
         log.info("model %s loaded in %.1f s (pid %d)", self.model_name, time.perf_counter() - t0, os.getpid())
 

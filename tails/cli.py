@@ -88,7 +88,8 @@ def run(
     config : str, optional
         YAML configuration; default: ``config.defaults.yaml``.
     checkpoint : str, optional
-        Model weights (``.weights.h5``); default: the bundled model.
+        Model weights (``.weights.h5``); default: ``tails.checkpoint``, and when that is null the
+        bundled model.
     score_threshold : float, optional
         Report tiles with p_comet above this (0 to 1); default: ``tails.score_threshold``.
     cleanup : str, optional
@@ -135,10 +136,13 @@ def run(
         names = [n for fr in fileroots for n in expand_fileroot(fr)]
         log.info("%s: %d exposure(s), %d frame(s)", night, len(fileroots), len(names))
 
-    from .efficientdet import load_model, model_name
+    from .efficientdet import model_name
     from .irsa import IrsaClient
+    from .litert import detector_from_config
 
-    model = load_model(checkpoint)
+    if checkpoint is None:
+        checkpoint = tcfg["checkpoint"]
+    model = detector_from_config(cfg, checkpoint)
     tails_v = model_name(checkpoint)
     _warn_if_experimental(checkpoint)
     client = IrsaClient.from_config(cfg)

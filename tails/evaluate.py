@@ -955,9 +955,10 @@ def evaluate(
     if checkpoint is None:
         checkpoint = config.get("tails", {}).get("checkpoint")
     if model is None:
-        from .efficientdet import load_model, model_name
+        from .efficientdet import model_name
+        from .litert import detector_from_config
 
-        model = load_model(checkpoint)
+        model = detector_from_config(config, checkpoint)
         name = model_name(checkpoint)
     else:
         name = Path(checkpoint).name.removesuffix(".weights.h5") if checkpoint else getattr(model, "name", "tails")

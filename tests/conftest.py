@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +61,10 @@ def fresh_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "fresh.weights.h5"
     Tails().save_weights(path)
     return path
+
+
+# Models converted to LiteRT (tails.litert) are cached under $XDG_CACHE_HOME: keep the tests'
+# conversions out of the user's cache, in one folder for the session (a checkpoint is converted
+# once).  Set at import so that subprocesses inherit it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tails-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
