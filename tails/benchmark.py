@@ -50,9 +50,9 @@ def benchmark(
     """
     import os
 
-    from .detect import process_frame
     import keras
 
+    from .detect import process_frame
     from .efficientdet import Tails, find_bundled_checkpoint, model_name
     from .litert import detector_from_config
     from .irsa import IrsaClient
@@ -118,7 +118,7 @@ def format_report(report: dict[str, Any]) -> str:
              f"engine {report['machine']['engine']}"]
     for k in (*STAGES, "total"):
         lines.append(f"  {k:<10} {report['seconds'][k]:7.2f} s")
-    lines.append(f"  first run  {report['first_run_seconds']['total']:7.2f} s (includes compiling the model)")
+    lines.append(f"  first run  {report['first_run_seconds']['total']:7.2f} s (includes the model's first-call set-up)")
     lines.append(f"  peak memory {report['peak_rss_mib']:.0f} MiB")
     return "\n".join(lines)
 

@@ -115,15 +115,16 @@ def test_a_missing_reference_stops_the_frame_with_a_clear_error(tmp_path, fresh_
     frame = _frame_with_transient(100.0, 60.0)
     paths, _ = write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=frame)
     paths["ref"].unlink()
-    ckpt = fresh_checkpoint
     cfg_path = tmp_path / "config.yaml"
     import yaml
 
     with IrsaServer(tmp_path / "irsa") as server:
-        cfg_path.write_text(yaml.safe_dump(_config(server.url)))
+        cfg = _config(server.url)
+        cfg["tails"]["checkpoint"] = str(fresh_checkpoint)  # no --checkpoint: the config's is used
+        cfg_path.write_text(yaml.safe_dump(cfg))
         r = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "run_tails.py"), f"--config={cfg_path}",
-             f"--checkpoint={ckpt}", f"--single_image={FRAME_NAME}", f"--output_base_path={tmp_path / 'out'}"],
+             f"--single_image={FRAME_NAME}", f"--output_base_path={tmp_path / 'out'}"],
             capture_output=True, text=True, timeout=600,
         )
     assert r.returncode == 2
