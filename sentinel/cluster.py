@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from typing import Any, Mapping
 
 __all__ = ["cluster_kwargs", "scheduler_address", "start_local_cluster", "connect", "main"]
@@ -93,18 +91,13 @@ def connect(config: Mapping[str, Any], timeout: float = 60.0):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the cluster until SIGTERM/SIGINT, logging a heartbeat every minute."""
-    from tails.config import load_config
+    from . import start_service
 
     parser = argparse.ArgumentParser(prog="python -m sentinel.cluster", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=None, help="config.yaml (default: config.defaults.yaml)")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between heartbeat logs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config)
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    config, stop = start_service(args.config)
 
     if config["sentinel"]["dask"].get("scheduler_address"):
         log.info("external dask scheduler %s configured: no local cluster to start", scheduler_address(config))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import signal
 import threading
 from typing import Any, Iterable, Mapping
 
@@ -286,7 +285,7 @@ class Watcher:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of the watcher."""
-    from tails.config import load_config
+    from . import start_service
 
     parser = argparse.ArgumentParser(prog="python -m sentinel.watcher", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=None, help="config.yaml (default: config.defaults.yaml)")
@@ -296,12 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     tw.add_argument("--twilight", dest="twilight", action="store_true", default=None, help="Twilight survey only")
     tw.add_argument("--no-twilight", dest="twilight", action="store_false", help="all surveys")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config)
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    config, stop = start_service(args.config)
 
     # The scheduler may still be starting (supervisord starts both programs together), and
     # Kowalski may be unreachable for a while: keep trying rather than exit (supervisord would
