@@ -16,6 +16,10 @@ Architecture (Duev et al. 2021, arXiv:2102.13352; github dmitryduev/tails; summa
 * ``Dense(3, sigmoid)`` giving ``[p_comet, x/256, y/256]``, x being the column and y the row of the
   comet in the tile.
 
+An addition, ``Tails(localisation="heatmap")``: ``[x, y]`` come instead from the soft-argmax of a
+heatmap computed from P3 at a stride of 4 px (:func:`position_head`), the Dense layer still giving
+p_comet. The output contract is the same; ``load_model`` recognises either kind of checkpoint.
+
 Only ``keras`` and ``keras.ops`` are used, so that the model builds, trains and loads under the
 TensorFlow, JAX and PyTorch backends. Weights are stored in Keras ``.weights.h5`` files.
 """
@@ -33,11 +37,14 @@ import keras
 import numpy as np
 from keras import layers
 
-from .layers import BN_EPSILON, BN_MOMENTUM, bifpn_layer
+from .layers import BN_EPSILON, BN_MOMENTUM, SoftArgmax2D, bifpn_layer
 
 __all__ = [
     "Tails",
+    "LOCALISATIONS",
     "efficientnet_backbone",
+    "position_head",
+    "transfer_weights",
     "load_model",
     "model_name",
     "find_bundled_checkpoint",
@@ -309,9 +316,35 @@ def location_head(features: Sequence, width: int = 64, depth: int = 3):
     return layers.Concatenate(axis=1, name="head_features")(outputs)
 
 
+def position_head(p3, width: int = 64):
+    """The comet's position from P3 as the soft-argmax of a heatmap at stride 4.
+
+    P3 (stride 8) goes through a 3x3 conv, batch norm and swish, is upsampled twice (bilinear)
+    and turned into one logit per 4x4 px by a 3x3 conv; :class:`tails.layers.SoftArgmax2D` gives
+    the expected position. The logits start at zero (a uniform heatmap: the tile's centre).
+
+    Returns
+    -------
+    KerasTensor
+        (N, 2) = ``[x/W, y/H]``.
+    """
+    x = layers.Conv2D(width, 3, padding="same", kernel_initializer=CONV_KERNEL_INITIALIZER, name="xy_conv")(p3)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="xy_bn")(x)
+    x = layers.Activation("swish", name="xy_act")(x)
+    x = layers.UpSampling2D(2, interpolation="bilinear", name="xy_upsample")(x)
+    logits = layers.Conv2D(1, 3, padding="same", kernel_initializer="zeros", name="xy_logits")(x)
+    return SoftArgmax2D(name="xy_softargmax")(logits)
+
+
+#: The ways :func:`Tails` can locate the comet: ``dense`` (the original's Dense layer over the
+#: head's maps) and ``heatmap`` (:func:`position_head`).
+LOCALISATIONS = ("dense", "heatmap")
+
+
 def Tails(
     input_shape: tuple[int, int, int] = (256, 256, 3),
     *,
+    localisation: str = "dense",
     bifpn_width: int = 64,
     bifpn_layers: int = 3,
     head_depth: int = 3,
@@ -343,6 +376,11 @@ def Tails(
         Stochastic depth of the backbone (B0: 0.2).
     weighted_bifpn : bool
         Fast normalised fusion in the BiFPN; the original Tails uses plain sums.
+    localisation : {"dense", "heatmap"}
+        Where ``[x, y]`` come from: the original's ``Dense(3, sigmoid)`` (``dense``), or the
+        soft-argmax of a heatmap on P3 (:func:`position_head`), p_comet still coming from the
+        Dense layer (``heatmap``). A ``heatmap`` model has every layer of a ``dense`` one, so a
+        ``dense`` checkpoint can start its training (:func:`transfer_weights`).
     name : str
         Name of the model.
 
@@ -363,6 +401,8 @@ def Tails(
         raise ValueError(
             f"input height and width must be multiples of 128 (the stride of P7), got {input_shape!r}"
         )
+    if localisation not in LOCALISATIONS:
+        raise ValueError(f"localisation must be one of {', '.join(LOCALISATIONS)}, got {localisation!r}")
     for key, value in (("bifpn_width", bifpn_width), ("bifpn_layers", bifpn_layers), ("head_depth", head_depth)):
         if int(value) < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -386,7 +426,40 @@ def Tails(
     x = location_head(features, width=bifpn_width, depth=head_depth)
     # float32 output also under a mixed-precision policy
     outputs = layers.Dense(3, activation="sigmoid", dtype="float32", name="loc")(x)
+    if localisation == "heatmap":
+        xy = position_head(features[0], bifpn_width)
+        outputs = layers.Concatenate(axis=-1, dtype="float32", name="p_xy")([outputs[:, :1], xy])
     return keras.Model(inputs=triplet, outputs=outputs, name=name)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> int:
+    """Copy the weights of a ``dense`` Tails model into a ``heatmap`` one (or between equals).
+
+    Layers are paired in order, skipping the target's position head (``xy_*``), and every pair
+    must have the same weight shapes; the position head keeps its initial weights.
+
+    Returns
+    -------
+    int
+        The number of layers whose weights were copied.
+
+    Raises
+    ------
+    ValueError
+        If the two models do not fit each other.
+    """
+    src = [layer for layer in source.layers if not layer.name.startswith("xy_")]
+    dst = [layer for layer in target.layers if not layer.name.startswith("xy_")]
+    src = [layer for layer in src if layer.weights]
+    dst = [layer for layer in dst if layer.weights]
+    if len(src) != len(dst):
+        raise ValueError(f"the models do not fit: {len(src)} layers with weights against {len(dst)}")
+    for a, b in zip(src, dst):
+        wa = a.get_weights()
+        if [w.shape for w in wa] != [tuple(w.shape) for w in b.weights]:
+            raise ValueError(f"the models do not fit: layer {a.name} against {b.name}")
+        b.set_weights(wa)
+    return len(dst)
 
 
 def predict_tiles(
@@ -509,7 +582,8 @@ def load_model(checkpoint: str | Path | None = None, **kwargs) -> keras.Model:
         A Keras ``.weights.h5`` file; None means the bundled model
         (:func:`find_bundled_checkpoint`).
     **kwargs
-        Passed to :func:`Tails` (input shape, sizes); they must match the checkpoint's.
+        Passed to :func:`Tails` (input shape, sizes); they must match the checkpoint's. Without
+        ``localisation``, the one that fits the file is used.
 
     Returns
     -------
@@ -534,9 +608,8 @@ def load_model(checkpoint: str | Path | None = None, **kwargs) -> keras.Model:
             f"checkpoint {path} is not a Keras weights file: its name must end with .weights.h5 "
             "(as written by model.save_weights and `tails train`)"
         )
-    model = Tails(**kwargs)
     try:
-        _check_weights_file(path, model)
+        model = _model_for(path, kwargs)
         model.load_weights(path)
     except (ValueError, KeyError) as err:
         raise ValueError(
@@ -547,6 +620,24 @@ def load_model(checkpoint: str | Path | None = None, **kwargs) -> keras.Model:
     except OSError as err:
         raise ValueError(f"checkpoint {path} cannot be read as an HDF5 weights file: {err}") from err
     logger.info("loaded Tails weights from %s (%d parameters)", path, model.count_params())
+    return model
+
+
+def _model_for(path: Path, kwargs: dict) -> keras.Model:
+    """The :func:`Tails` model whose variables the weights file holds.
+
+    Without ``localisation`` in ``kwargs``, each of :data:`LOCALISATIONS` is tried in turn.
+    """
+    *others, last = [kwargs["localisation"]] if "localisation" in kwargs else list(LOCALISATIONS)
+    for localisation in others:
+        model = Tails(**{**kwargs, "localisation": localisation})
+        try:
+            _check_weights_file(path, model)
+            return model
+        except ValueError:
+            pass
+    model = Tails(**{**kwargs, "localisation": last})
+    _check_weights_file(path, model)
     return model
 
 

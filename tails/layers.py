@@ -22,6 +22,7 @@ __all__ = [
     "resample_block",
     "fusion_node",
     "bifpn_layer",
+    "SoftArgmax2D",
 ]
 
 #: Batch-normalisation momentum and epsilon of the BiFPN and the head (EfficientDet reference
@@ -168,3 +169,28 @@ def bifpn_layer(features: list, width: int, index: int, weighted: bool = False) 
     )
     p7_out = fusion_node([p7, _down(p6_out, f"{pre}_p6_down")], width, f"{pre}_p7_out", weighted)
     return [p3_out, p4_td, p5_td, p6_td, p7_out]
+
+
+@keras.saving.register_keras_serializable(package="tails")
+class SoftArgmax2D(layers.Layer):
+    """The expected position under a spatial softmax of a one-channel map (DSNT; Nibali et al.
+    2018, arXiv:1801.07372): ``(sum_ij w_ij (j + 0.5) / W, sum_ij w_ij (i + 0.5) / H)``.
+
+    Maps (N, H, W, 1) logits to (N, 2) = ``[x, y]`` in units of the map's width and height, x
+    being the column.  Unlike a dense regression of the position, it is translation-equivariant
+    and places the position between cells by the balance of their weights.  Computed in float32.
+    """
+
+    def call(self, logits):
+        logits = ops.cast(logits, "float32")
+        h, w = logits.shape[1], logits.shape[2]
+        weights = ops.softmax(ops.reshape(logits, (-1, h * w)), axis=-1)
+        weights = ops.reshape(weights, (-1, h, w))
+        cols = (ops.arange(w, dtype="float32") + 0.5) / w
+        rows = (ops.arange(h, dtype="float32") + 0.5) / h
+        x = ops.sum(ops.sum(weights, axis=1) * cols, axis=-1)
+        y = ops.sum(ops.sum(weights, axis=2) * rows, axis=-1)
+        return ops.stack([x, y], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2)

@@ -233,6 +233,8 @@ def learning_rate(epoch: int, base: float, constant_epochs: int, decay: float) -
 
 
 def _check_train_config(t: dict) -> None:
+    from .efficientdet import LOCALISATIONS
+
     problems = []
     for key in ("batch_size", "steps_per_epoch", "epochs"):
         if not isinstance(t[key], int) or t[key] < 1:
@@ -241,6 +243,8 @@ def _check_train_config(t: dict) -> None:
         problems.append(f"train.positive_fraction must be in (0, 1), got {t['positive_fraction']!r}")
     if not float(t["learning_rate"]) > 0:
         problems.append(f"train.learning_rate must be positive, got {t['learning_rate']!r}")
+    if t["localisation"] not in LOCALISATIONS:
+        problems.append(f"train.localisation must be one of {', '.join(LOCALISATIONS)}, got {t['localisation']!r}")
     c = t["curriculum"]
     if not isinstance(c["epochs"], int) or c["epochs"] < 0:
         problems.append(f"train.curriculum.epochs must be a non-negative integer, got {c['epochs']!r}")
@@ -300,7 +304,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
     """
     import keras
 
-    from .efficientdet import Tails
+    from .efficientdet import Tails, load_model, transfer_weights
 
     t = config["train"]
     _check_train_config(t)
@@ -322,7 +326,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
     log.info("training tiles: %d (%d positive); validation: %d (%d positive)",
              len(y), int((y[:, 0] > 0.5).sum()), len(yv), int((yv[:, 0] > 0.5).sum()))
 
-    model = Tails(input_shape=x.shape[1:])
+    model = Tails(input_shape=x.shape[1:], localisation=t["localisation"])
     loss = make_loss(float(t["loss_weight_p"]), float(t["loss_weight_xy"]))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=float(t["learning_rate"])),
@@ -335,7 +339,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) 
     else:
         state = {"epoch": 0, "best": None, "best_epoch": None, "seconds": 0.0}
         if t["init_checkpoint"]:
-            model.load_weights(t["init_checkpoint"])
+            transfer_weights(load_model(t["init_checkpoint"], input_shape=x.shape[1:]), model)
             log.info("starting from the weights of %s", t["init_checkpoint"])
 
     # curriculum: the first epochs see only the comets bright enough to learn from at once

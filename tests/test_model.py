@@ -23,7 +23,9 @@ from tails.efficientdet import (  # noqa: E402
     load_model,
     model_name,
     predict_tiles,
+    transfer_weights,
 )
+from tails.layers import SoftArgmax2D
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +115,8 @@ def test_weighted_bifpn_builds():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(input_shape=(100, 100, 3)), dict(input_shape=(256, 256)), dict(bifpn_width=0)],
+    [dict(input_shape=(100, 100, 3)), dict(input_shape=(256, 256)), dict(bifpn_width=0),
+     dict(localisation="centroid")],
 )
 def test_bad_options(kwargs):
     with pytest.raises(ValueError):
@@ -150,6 +153,36 @@ def test_load_wrong_architecture(tiny_checkpoint, change):
     with pytest.raises(ValueError, match="different architecture") as info:
         load_model(tiny_checkpoint, **dict(TINY, **change))
     assert str(tiny_checkpoint) in str(info.value)
+
+
+def test_the_heatmap_head_starts_from_a_dense_checkpoint_and_reloads(tiny_model, tiny_checkpoint, tmp_path):
+    heat = Tails(**TINY, localisation="heatmap")
+    assert heat.count_params() > tiny_model.count_params()
+    assert transfer_weights(load_model(tiny_checkpoint, **TINY), heat) > 0
+    tiles = _tiles(4)
+    dense_out, heat_out = _run(tiny_model, tiles), _run(heat, tiles)
+    assert heat_out.shape == (4, 3)
+    # p_comet comes from the same, copied, layers; the position head starts uniform: the centre
+    np.testing.assert_allclose(heat_out[:, 0], dense_out[:, 0], atol=1e-5)
+    np.testing.assert_allclose(heat_out[:, 1:], 0.5, atol=1e-6)
+    # trained, the position follows the heatmap's peak; a checkpoint finds its architecture
+    _randomize(heat, seed=2)
+    heat.save_weights(tmp_path / "heat.weights.h5")
+    loaded = load_model(tmp_path / "heat.weights.h5", **TINY)
+    np.testing.assert_allclose(_run(loaded, tiles), _run(heat, tiles), atol=1e-5)
+    with pytest.raises(ValueError, match="different architecture"):
+        load_model(tmp_path / "heat.weights.h5", **TINY, localisation="dense")
+    with pytest.raises(ValueError, match="do not fit"):
+        transfer_weights(Tails(**dict(TINY, bifpn_width=24)), heat)
+
+
+def test_soft_argmax_finds_a_peak():
+    logits = np.full((2, 8, 16, 1), -30.0, "float32")
+    logits[0, 2, 5, 0] = 30.0  # row 2, column 5
+    logits[1, 6, 10, 0] = logits[1, 6, 11, 0] = 30.0  # between columns 10 and 11
+    xy = np.asarray(SoftArgmax2D()(logits))
+    np.testing.assert_allclose(xy[0], [5.5 / 16, 2.5 / 8], atol=1e-6)
+    np.testing.assert_allclose(xy[1], [11.0 / 16, 6.5 / 8], atol=1e-6)
 
 
 def test_load_missing_or_not_weights(tmp_path):

@@ -118,7 +118,12 @@ def test_malformed_train_config_is_refused(tmp_path):
     cfg = _config(tmp_path)
     cfg["train"]["batch_size"] = 0
     cfg["train"]["dataset"]["seeds"] = [5, 1]
-    with pytest.raises(ConfigError, match=r"train\.batch_size must be a positive integer.*train\.dataset\.seeds"):
+    cfg["train"]["localisation"] = "centroid"
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.batch_size must be a positive integer.*train\.localisation must be one of dense, heatmap"
+        r".*train\.dataset\.seeds",
+    ):
         train(cfg)
 
 
