@@ -181,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
             config["tails"]["score_threshold"] = 1.0
             model = "fresh weights (no bundled model), threshold 1"
     config["tails"]["checkpoint"] = str(checkpoint)
+    # a running sentinel finds the model's LiteRT conversion in its cache (made once, by the first
+    # worker ever to load that model): make it here, so that the workers' memory is that of the
+    # steady state
+    from tails.litert import detector_from_config
+
+    detector_from_config(config)
     cpus = os.cpu_count() or 1
     results = []
     try:
