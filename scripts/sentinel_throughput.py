@@ -163,23 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     config["crossmatch"].update(mpc_url="http://127.0.0.1:9/", skybot_url="http://127.0.0.1:9/", timeout=1)
     workdir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tails-throughput-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.checkpoint or config["tails"]["checkpoint"]
-    model = "bundled"
-    if checkpoint is None:
-        try:
-            from tails.efficientdet import find_bundled_checkpoint
+    from tails.benchmark import timed_checkpoint
 
-            checkpoint = str(find_bundled_checkpoint())
-        except (ImportError, FileNotFoundError):
-            import keras
-
-            from tails.efficientdet import Tails
-
-            keras.utils.set_random_seed(0)
-            checkpoint = str(workdir / "fresh.weights.h5")
-            Tails().save_weights(checkpoint)
-            config["tails"]["score_threshold"] = 1.0
-            model = "fresh weights (no bundled model), threshold 1"
+    checkpoint, fresh = timed_checkpoint(args.checkpoint, config, workdir)
+    model = checkpoint.name
+    if fresh:  # fresh weights would make every tile a candidate
+        config["tails"]["score_threshold"] = 1.0
+        model = "fresh weights (no bundled model), threshold 1"
     config["tails"]["checkpoint"] = str(checkpoint)
     # a running sentinel finds the model's LiteRT conversion in its cache (made once, by the first
     # worker ever to load that model): make it here, so that the workers' memory is that of the

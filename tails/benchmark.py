@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["benchmark", "benchmark_command"]
+__all__ = ["benchmark", "benchmark_command", "timed_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,39 @@ BENCH_FRAME = "ztf_20191014495961_000570_zr_c05_o_q3"
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed_checkpoint(
+    checkpoint: str | Path | None, config: dict, folder: str | Path, seed: int = 0
+) -> tuple[Path, bool]:
+    """The model to time: ``checkpoint``, else ``tails.checkpoint``, else the bundled model.
+
+    Without any, freshly initialised weights are written to ``folder``: inference costs the same
+    whatever the weights.  They are seeded, so that the same weights (converted to LiteRT once,
+    :mod:`tails.litert`) come back each time.
+
+    Returns
+    -------
+    path : Path
+        The ``.weights.h5`` file.
+    fresh : bool
+        Whether it holds freshly initialised weights.
+    """
+    from .efficientdet import Tails, find_bundled_checkpoint
+
+    checkpoint = checkpoint or config["tails"]["checkpoint"]
+    if checkpoint is not None:
+        return Path(checkpoint), False
+    try:
+        return find_bundled_checkpoint(), False
+    except FileNotFoundError:
+        import keras
+
+        log.warning("no bundled model: timing freshly initialised weights (inference costs the same)")
+        keras.utils.set_random_seed(seed)
+        path = Path(folder) / "untrained.weights.h5"
+        Tails().save_weights(path)
+        return path, True
 
 
 def benchmark(
@@ -53,7 +86,7 @@ def benchmark(
     import keras
 
     from .detect import process_frame
-    from .efficientdet import Tails, find_bundled_checkpoint, model_name
+    from .efficientdet import model_name
     from .litert import detector_from_config
     from .irsa import IrsaClient
     from .frames import parse_frame
@@ -68,16 +101,8 @@ def benchmark(
         write_frame(sim, tmp / "irsa")
         cfg = json.loads(json.dumps(config))
         cfg["irsa"]["url"] = (tmp / "irsa").resolve().as_uri() + "/"
-        if checkpoint is None and config["tails"]["checkpoint"] is None:
-            try:
-                find_bundled_checkpoint()
-            except FileNotFoundError:
-                log.warning("no bundled model: timing freshly initialised weights (same cost)")
-                keras.utils.set_random_seed(seed)  # the same weights each time: converted once
-                checkpoint = tmp / "untrained.weights.h5"
-                Tails().save_weights(checkpoint)
-        model = detector_from_config(cfg, checkpoint)
-        name = model_name(checkpoint if checkpoint is not None else cfg["tails"]["checkpoint"])
+        checkpoint, _ = timed_checkpoint(checkpoint, config, tmp, seed=seed)
+        model, name = detector_from_config(cfg, checkpoint), model_name(checkpoint)
         client = IrsaClient.from_config(cfg)
         client.fetch_frame(BENCH_FRAME, tmp / "data")  # download excluded from the timings
 

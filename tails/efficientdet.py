@@ -448,10 +448,8 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
     ValueError
         If the two models do not fit each other.
     """
-    src = [layer for layer in source.layers if not layer.name.startswith("xy_")]
-    dst = [layer for layer in target.layers if not layer.name.startswith("xy_")]
-    src = [layer for layer in src if layer.weights]
-    dst = [layer for layer in dst if layer.weights]
+    src, dst = ([layer for layer in m.layers if layer.weights and not layer.name.startswith("xy_")]
+                for m in (source, target))
     if len(src) != len(dst):
         raise ValueError(f"the models do not fit: {len(src)} layers with weights against {len(dst)}")
     for a, b in zip(src, dst):
