@@ -9,7 +9,8 @@ import pytest
 from tails.config import ConfigError, load_config
 from tails.dataset import label_tiles, load_dataset
 from tails.train import (
-    TileBatches, augment_batch, learning_rate, position_error_pix, recalibrate_batch_norm, train,
+    BEST_BY, TileBatches, augment_batch, learning_rate, position_error_pix, recalibrate_batch_norm, track_best,
+    train,
 )
 
 
@@ -53,6 +54,19 @@ def test_learning_rate_schedule_is_the_originals():
     assert learning_rate(29, 3e-4, 30, 0.1) == 3e-4
     assert learning_rate(30, 3e-4, 30, 0.1) == pytest.approx(3e-4 * np.exp(-0.1))
     assert learning_rate(31, 3e-4, 30, 0.1) == pytest.approx(3e-4 * np.exp(-0.2))
+
+
+def test_the_best_epoch_is_the_one_with_the_lowest_validation_loss():
+    state = {"epoch": 0, "best": None, "best_epoch": None, "best_by": BEST_BY}
+    assert track_best(state, 1, 0.5)
+    assert not track_best(state, 2, 0.6)
+    assert not track_best(state, 3, float("nan"))
+    assert track_best(state, 4, 0.4)
+    assert (state["best"], state["best_epoch"]) == (0.4, 4)
+    # a run resumed from before the choice was by validation loss (best = 14.7 px) starts afresh
+    legacy = {"epoch": 8, "best": 14.7, "best_epoch": 8}
+    assert track_best(legacy, 9, 0.42)
+    assert (legacy["best"], legacy["best_epoch"], legacy["best_by"]) == (0.42, 9, BEST_BY)
 
 
 def test_batch_norm_recalibration_averages_the_batch_statistics():
