@@ -104,6 +104,7 @@ class TailsWorker:
         from tails.fritz import FritzClient
         from tails.irsa import IrsaClient
         from tails.litert import detector_from_config
+        from tails.models import warn_if_experimental
 
         self.config = config
         app = config["sentinel"]["app"]
@@ -122,6 +123,7 @@ class TailsWorker:
         self.model = detector_from_config(config)
         self.model_name = _model_name(checkpoint)
         log.info("model %s loaded in %.1f s (pid %d)", self.model_name, time.perf_counter() - t0, os.getpid())
+        warn_if_experimental(checkpoint)
 
     def process(self, name: str, submission: int, worker: str = "") -> dict:
         """Process one frame under one submission; never raises.

@@ -139,12 +139,13 @@ def run(
     from .efficientdet import model_name
     from .irsa import IrsaClient
     from .litert import detector_from_config
+    from .models import warn_if_experimental
 
     if checkpoint is None:
         checkpoint = tcfg["checkpoint"]
     model = detector_from_config(cfg, checkpoint)
     tails_v = model_name(checkpoint)
-    _warn_if_experimental(checkpoint)
+    warn_if_experimental(checkpoint)
     client = IrsaClient.from_config(cfg)
 
     failed: dict[str, str] = {}
@@ -193,19 +194,6 @@ def run(
         "model": tails_v,
     }
     return summary
-
-
-def _warn_if_experimental(checkpoint: str | None) -> None:
-    """Say so when the model has not met the targets of its card (manifest status)."""
-    from .efficientdet import find_bundled_checkpoint
-    from .models import model_status
-
-    path = find_bundled_checkpoint() if checkpoint is None else Path(checkpoint)
-    if model_status(path) == "experimental":
-        log.warning(
-            "model %s is experimental: it has not met the targets of its card (%s); "
-            "treat its detections with care", path.parent.name, path.parent / "MODEL.md"
-        )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "write_manifest",
     "verify_model",
     "model_status",
+    "warn_if_experimental",
     "package_model",
     "fetch_models",
 ]
@@ -88,6 +89,18 @@ def model_status(checkpoint: str | os.PathLike) -> str | None:
     if not manifest.is_file():
         return None
     return json.loads(manifest.read_text()).get("status", "experimental")
+
+
+def warn_if_experimental(checkpoint: str | os.PathLike | None) -> None:
+    """Log a warning when a model (None: the bundled one) has not met the targets of its card."""
+    from .efficientdet import find_bundled_checkpoint
+
+    path = find_bundled_checkpoint() if checkpoint is None else Path(checkpoint)
+    if model_status(path) == "experimental":
+        log.warning(
+            "model %s is experimental: it has not met the targets of its card (%s); "
+            "treat its detections with care", path.parent.name, path.parent / "MODEL.md"
+        )
 
 
 def verify_model(folder: str | os.PathLike) -> list[str]:

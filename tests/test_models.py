@@ -77,6 +77,22 @@ def test_status_is_recorded_and_read(tmp_path):
         write_manifest(folder, status="great")
 
 
+def test_an_experimental_model_is_named_in_a_warning(tmp_path, caplog):
+    from tails.models import warn_if_experimental
+
+    folder = tmp_path / "tails-x"
+    folder.mkdir()
+    (folder / "tails.weights.h5").write_bytes(b"w")
+    write_manifest(folder)
+    with caplog.at_level("WARNING", logger="tails.models"):
+        warn_if_experimental(folder / "tails.weights.h5")
+    assert "tails-x is experimental" in caplog.text and "MODEL.md" in caplog.text
+    caplog.clear()
+    write_manifest(folder, status="validated")
+    warn_if_experimental(folder / "tails.weights.h5")
+    assert caplog.text == ""
+
+
 def test_packaged_model_keeps_the_weights_and_drops_the_optimizer(tmp_path):
     import json
 
