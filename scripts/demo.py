@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             find_bundled_checkpoint()
         except FileNotFoundError:
             print(
-                "demo: no trained model is bundled yet (see models/README.md); train one with "
+                "demo: no trained model in models/ (see models/README.md); fetch one with "
+                "`tails fetch-models`, or train one with "
                 "`tails train` and run `python scripts/demo.py --checkpoint=PATH.weights.h5`",
                 file=sys.stderr,
             )
