@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 
 __all__ = [
-    "make_loss", "TileBatches", "augment_batch", "recalibrate_batch_norm", "learning_rate", "track_best", "train",
-    "train_command",
+    "make_loss", "TileBatches", "augment_batch", "recalibrate_batch_norm", "learning_rate", "track_best",
+    "train", "train_command",
 ]
 
 log = logging.getLogger(__name__)
