@@ -164,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tails-throughput-"))
     workdir.mkdir(parents=True, exist_ok=True)
     from tails.benchmark import timed_checkpoint
+    from tails.efficientdet import model_name
 
     checkpoint, fresh = timed_checkpoint(args.checkpoint, config, workdir)
-    model = checkpoint.name
+    model = model_name(checkpoint)
     if fresh:  # fresh weights would make every tile a candidate
         config["tails"]["score_threshold"] = 1.0
         model = "fresh weights (no bundled model), threshold 1"
