@@ -201,3 +201,42 @@ def test_swarp_workdir_is_left_empty(frame, tmp_path):
     out = swarp.reproject_swarp(frame.ref, frame.header_ref, frame.header_sci, workdir=tmp_path)
     assert np.isfinite(out).any()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_place_puts_an_image_at_its_corner_and_drops_what_is_outside():
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = swarp.place(image, (1, 2), (5, 5))
+    assert out.shape == (5, 5) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[1:4, 2:5], image[:, :3])
+    assert np.isnan(out[0]).all() and np.isnan(out[4]).all() and np.isnan(out[:, :2]).all()
+    np.testing.assert_array_equal(swarp.place(image, (-1, -1), (2, 3)), image[1:3, 1:4])
+    assert np.isnan(swarp.place(image, (10, 0), (5, 5))).all()
+
+
+@needs_swarp
+def test_skipping_the_combination_changes_nothing(frame, tmp_path):
+    """SWarp's combined image (COMBINE Y, the original's way) equals what reproject_swarp
+    places from the resampled image, pixel for pixel, NaN where the combined weight is 0."""
+    import subprocess
+
+    from astropy.io import fits
+
+    _, ref_file, _ = write_files(tmp_path, frame)
+    swarp._write_head(tmp_path / "combined.head", swarp.grid_header(frame.header_sci))
+    subprocess.run(
+        [swarp.find_swarp(), str(ref_file), "-c", str(swarp.SWARP_CONFIG), "-COMBINE", "Y",
+         "-IMAGEOUT_NAME", "combined.fits", "-WEIGHTOUT_NAME", "combined.weight.fits",
+         "-RESAMPLE_DIR", str(tmp_path), "-VERBOSE_TYPE", "QUIET", "-WRITE_XML", "N"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    combined = fits.getdata(tmp_path / "combined.fits").astype(np.float32)
+    combined[~(fits.getdata(tmp_path / "combined.weight.fits") > 0)] = np.nan
+    out = swarp.reproject_swarp(ref_file, None, frame.header_sci)
+    np.testing.assert_array_equal(out, combined)
+
+
+@needs_swarp
+def test_a_reference_that_misses_the_frame_gives_all_nan():
+    f = make_frame(shape=(200, 200), ref_shift=(5000.0, 0.0), n_sources=0, seed=5)
+    out = swarp.reproject_swarp(f.ref, f.header_ref, f.header_sci)
+    assert out.shape == (200, 200) and np.isnan(out).all()
