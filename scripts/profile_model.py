@@ -9,6 +9,7 @@ Examples
 --------
     python scripts/profile_model.py                    # the default set of measurements
     python scripts/profile_model.py --only predict     # inference only
+    python scripts/profile_model.py --only litert      # the bundled model in LiteRT, by batch size
     python scripts/profile_model.py --json out.json
 """
 
@@ -60,12 +61,11 @@ def _child(spec: dict) -> dict:
                 )
         elif how == "predict_tiles":
             run = lambda: predict_tiles(model, tiles, batch_size=bs, jit_compile=spec["jit_compile"])  # noqa: E731
-        elif how == "litert":  # the same model converted to LiteRT, run with XNNPACK (tails.litert)
-            import tempfile
+        elif how == "litert":  # the bundled model converted to LiteRT (cached), run with XNNPACK
+            from tails.efficientdet import load_model
+            from tails.litert import load_detector
 
-            from tails.litert import LiteRTModel, convert
-
-            lite = LiteRTModel(convert(model, Path(tempfile.mkdtemp()) / "tails.tflite"), num_threads=2)
+            model, lite = load_model(None), load_detector(None, num_threads=2)
             run = lambda: predict_tiles(lite, tiles, batch_size=bs)  # noqa: E731
             out["max_abs_diff_vs_keras"] = float(
                 np.abs(run() - predict_tiles(model, tiles, batch_size=bs)).max()
@@ -132,8 +132,6 @@ def default_specs(only: str | None) -> list[dict]:
                 specs.append(dict(kind="predict", how="predict_tiles", batch_size=bs, jit_compile=jit))
         for bs in (32, 64, 169):
             specs.append(dict(kind="predict", how="call", batch_size=bs, jit_compile=False))
-        for bs in (32, 169):
-            specs.append(dict(kind="predict", how="litert", batch_size=bs, jit_compile=False))
         specs.append(dict(kind="predict", how="predict_tiles", batch_size=64, jit_compile=False, threads=[1, 1]))
         specs.append(dict(kind="predict", how="predict_tiles", batch_size=64, jit_compile=False, threads=[2, 1]))
         specs.append(dict(kind="predict", how="predict_tiles", batch_size=64, jit_compile=False, threads=[2, 2]))
@@ -145,6 +143,9 @@ def default_specs(only: str | None) -> list[dict]:
             dict(kind="predict", how="predict_tiles", batch_size=64, jit_compile=False,
                  policy="mixed_bfloat16", repeats=1)
         )
+    if only in (None, "predict", "litert"):
+        for bs in (1, 2, 4, 8, 13, 32, 169):
+            specs.append(dict(kind="predict", how="litert", batch_size=bs, jit_compile=False))
     if only in (None, "train"):
         for bs in (16, 32):
             for jit in (False, True):
@@ -155,7 +156,7 @@ def default_specs(only: str | None) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["predict", "train"])
+    parser.add_argument("--only", choices=["predict", "litert", "train"])
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--match", help="only the specs whose JSON contains this text, e.g. '\"call\"'")
     args = parser.parse_args(argv)

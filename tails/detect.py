@@ -291,7 +291,7 @@ def process_frame(
     t0 = time.perf_counter()
     predictions = np.zeros((len(tiles), 3), dtype=np.float32)
     if valid.any():
-        predictions[valid] = predict_tiles(model, tiles[valid], batch_size=int(tcfg["batch_size"]))
+        predictions[valid] = predict_tiles(model, tiles[valid], batch_size=tcfg["batch_size"])
     timings["infer"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

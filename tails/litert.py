@@ -102,6 +102,12 @@ class LiteRTModel:
 
     jit_compile = False
 
+    #: Tiles per interpreter call that :func:`tails.efficientdet.predict_tiles` uses by default.
+    #: XNNPACK is fastest on small batches: on 2 cores, 169 tiles took 2.17 s in batches of 2,
+    #: 2.23 s of 1, 2.46 s of 4, 3.09 s of 13 and 3.62 s of 32 (best of 3;
+    #: ``python scripts/profile_model.py --only litert``, bundled model, 2026-11-25).
+    preferred_batch_size = 2
+
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, name: str = "tails"):
         from ai_edge_litert.interpreter import Interpreter
 

@@ -39,6 +39,9 @@ def test_the_converted_model_gives_the_keras_outputs(tmp_path):
     np.testing.assert_allclose(got, want, atol=2e-5)
     # a second pass after the resizes gives the same
     np.testing.assert_array_equal(predict_tiles(lite, tiles, batch_size=3), got)
+    # by default, the interpreter's own batches (of 2 here: 2, 2, 2 and 1)
+    assert lite.preferred_batch_size == 2
+    np.testing.assert_allclose(predict_tiles(lite, tiles), got, atol=1e-6)
     with pytest.raises(ValueError, match=r"shape \(N, 128, 128, 3\)"):
         predict_tiles(lite, _tiles(2, 256), batch_size=3)
 

@@ -136,8 +136,9 @@ def test_predict_tiles_empty_and_bad_shape(tiny_model):
     assert predict_tiles(tiny_model, np.zeros((0, 128, 128, 3), "float32")).shape == (0, 3)
     with pytest.raises(ValueError, match="shape"):
         predict_tiles(tiny_model, np.zeros((2, 64, 64, 3), "float32"))
-    with pytest.raises(ValueError, match="batch_size"):
-        predict_tiles(tiny_model, _tiles(1), batch_size=0)
+    for bad in (0, -3, 2.5, "32", True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer or null"):
+            predict_tiles(tiny_model, _tiles(1), batch_size=bad)
 
 
 def test_save_load_round_trip(tiny_model, tiny_checkpoint):
