@@ -186,13 +186,21 @@ def load_image(path: str | Path, hdu: int = 0) -> tuple[np.ndarray, fits.Header]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        with fits.open(path, memmap=False) as hdul:
-            if len(hdul) <= hdu or hdul[hdu].data is None:
-                raise ValueError(f"{path} holds no image in HDU {hdu}")
-            data = np.array(hdul[hdu].data, dtype=np.float32)
-            header = hdul[hdu].header.copy()
+    data = header = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            with fits.open(path, memmap=False) as hdul:
+                if len(hdul) > hdu and hdul[hdu].data is not None:
+                    data = np.array(hdul[hdu].data, dtype=np.float32)
+                    header = hdul[hdu].header.copy()
+    except Exception as e:  # astropy raises OSError, ValueError, TypeError... on corrupt data
+        raise ValueError(
+            f"{path} cannot be read as FITS ({e}); if it is a cached download, delete it and it "
+            "is fetched again"
+        ) from e
+    if data is None:
+        raise ValueError(f"{path} holds no image in HDU {hdu}")
     if data.ndim != 2:
         raise ValueError(f"{path} HDU {hdu} is not a 2-d image (shape {data.shape})")
     return data, header

@@ -242,3 +242,15 @@ def test_dvoika_has_two_channels(synthetic, tmp_path):
 def test_constants_cite_ztf():
     assert image.FRAME_SHAPE == (3080, 3072)
     assert (image.TILE_SIZE, image.TILE_OFFSET) == (256, 20)
+
+
+def test_a_corrupt_image_file_is_a_clear_error(tmp_path):
+    """Cached downloads are checked from their headers only (tails.irsa.check_cached_fits), so
+    data corrupt inside a file of the right size surface when loading, with what to do."""
+    f = make_frame(n_sources=3, seed=2)
+    _, _, diff = write_files(tmp_path, f)
+    data = bytearray(diff.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 3000] = b"\x55" * 3000
+    diff.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="cannot be read as FITS .*delete it and it is fetched again"):
+        image.load_image(diff, 1)

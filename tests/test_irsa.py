@@ -7,7 +7,14 @@ import pytest
 from astropy.io import fits
 
 from tails.frames import DIFF_SUFFIX, parse_frame, ref_path, ref_url, sci_path, sci_url
-from tails.irsa import DownloadError, FramePaths, IrsaClient, NotFoundError, validate_fits
+from tails.irsa import (
+    DownloadError,
+    FramePaths,
+    IrsaClient,
+    NotFoundError,
+    check_cached_fits,
+    validate_fits,
+)
 
 SCI = "_sciimg.fits"
 DIFF = "_" + DIFF_SUFFIX
@@ -65,6 +72,21 @@ def test_invalid_cached_file_is_fetched_again(irsa_server, irsa_mirror, tmp_path
     assert irsa_server.count(SCI) == 2
     assert irsa_server.count(REF) == 1
     validate_fits(paths.sci, 0)
+
+
+@pytest.mark.parametrize("product", ["sci", "diff"])
+def test_a_cached_file_cut_short_is_fetched_again(irsa_server, irsa_mirror, tmp_path, product):
+    """Cache hits are checked from the headers and the file size alone (check_cached_fits), which
+    still catches a file that lost part of its data."""
+    client = client_for(irsa_server)
+    path = getattr(client.fetch_frame(irsa_mirror.name, tmp_path / "data"), product)
+    data = path.read_bytes()
+    path.write_bytes(data[:-4000])
+    with pytest.raises(DownloadError, match="truncated"):
+        check_cached_fits(path, 1 if product == "diff" else 0)
+    client.fetch_frame(irsa_mirror.name, tmp_path / "data")
+    assert irsa_server.count(DIFF if product == "diff" else SCI) == 2
+    assert path.read_bytes() == data
 
 
 def test_retries_on_500_then_succeeds(irsa_server, irsa_mirror, tmp_path):
