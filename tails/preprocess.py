@@ -45,21 +45,24 @@ def preprocess_tiles(
     n, _, _, c = x.shape
     flat = x.reshape(n, -1, c)  # a view: the steps below work in place
 
-    def sum_of_squares():  # per tile and channel; NaN exactly where the channel has a NaN
-        return np.einsum("npc,npc->nc", flat, flat)
-
-    # NaN -> the median of the channel's finite pixels; the per-channel sums find the channels
-    # with NaNs, so the expensive steps run only on those (most tiles have none)
+    # per tile and channel; NaN exactly where the channel has a NaN
+    sum_of_squares = np.einsum("npc,npc->nc", flat, flat)
+    # NaN -> the median of the channel's finite pixels; the sums find the channels with NaNs, so
+    # the expensive steps run only on those (most tiles have none)
     all_nan = np.zeros((n, c), dtype=bool)
-    for i, j in zip(*np.nonzero(np.isnan(sum_of_squares()))):
+    for i, j in zip(*np.nonzero(np.isnan(sum_of_squares))):
         channel = flat[i, :, j]
         bad = np.isnan(channel)
         all_nan[i, j] = bad.all()
         channel[bad] = 0.0 if all_nan[i, j] else np.median(channel[~bad])
-    if fix_diff_neg and c == 3:
+        sum_of_squares[i, j] = np.einsum("p,p->", channel, channel)
+    if fix_diff_neg and c == 3:  # then the sums of the difference channels that changed
         d = flat[..., 2]
-        d[d < bad_diff_neg] = 0.0
-    norm = np.sqrt(sum_of_squares())
+        neg = d < bad_diff_neg
+        d[neg] = 0.0
+        hit = np.flatnonzero(neg.any(axis=1))
+        sum_of_squares[hit, 2] = np.einsum("np,np->n", d[hit], d[hit])
+    norm = np.sqrt(sum_of_squares)
     valid = ~(all_nan.any(axis=1) | (norm == 0).any(axis=1) | ~np.isfinite(norm).all(axis=1))
     flat /= np.where(norm > 0, norm, 1.0)[:, None, :]
     flat[~valid] = 0.0

@@ -56,3 +56,34 @@ def test_preprocess_stack_matches_batch_and_returns_none_for_bad_tiles():
     assert preprocess_stack(single) is single
     np.testing.assert_allclose(single, batch[0])
     assert preprocess_stack(np.zeros((8, 8, 3), np.float32)) is None
+
+
+def _original(tile):
+    """The original's steps on one (H, W, 3) tile, one at a time, in float64."""
+    x = tile.astype(np.float64).copy()
+    for c in range(3):
+        ch = x[..., c]
+        ch[np.isnan(ch)] = np.nanmedian(ch)
+    d = x[..., 2]
+    d[d < BAD_DIFF_NEG] = 0.0
+    return x / np.linalg.norm(x.reshape(-1, 3), axis=0)
+
+
+def test_mixed_tiles_match_the_originals_steps():
+    """NaNs and bad negative differences in the same tiles: the median is taken before the
+    clipping (a NaN-filled difference whose median is below -100 becomes 0), and every channel
+    ends with unit norm, those changed by the clipping too."""
+    t = _tile(np.random.default_rng(5), 5)
+    t[1, :8, :, 2] = BAD_DIFF_NEG - 50  # clipped only
+    t[2, :3, :3, 2] = np.nan  # NaN, then clipped pixels in the same channel
+    t[2, 10:14, :, 2] = BAD_DIFF_NEG - 7
+    t[3, ..., 2] = BAD_DIFF_NEG - 20  # median below -100: the NaN pixels end at 0 too
+    t[3, 0, :5, 2] = np.nan
+    t[3, 1, :, 2] = 5.0
+    t[4, :2, :2, 1] = np.nan  # NaN in the reference only
+    out, valid = preprocess_tiles(t)
+    assert valid.all()
+    for k in range(5):
+        np.testing.assert_allclose(out[k], _original(t[k]), rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(out.reshape(5, -1, 3), axis=1), 1.0, rtol=1e-5)
+    assert (out[3, 0, :5, 2] == 0).all()
