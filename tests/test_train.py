@@ -9,8 +9,8 @@ import pytest
 from tails.config import ConfigError, load_config
 from tails.dataset import label_tiles, load_dataset
 from tails.train import (
-    BEST_BY, TileBatches, augment_batch, learning_rate, position_error_pix, recalibrate_batch_norm, track_best,
-    train,
+    BEST_BY, TileBatches, augment_batch, learning_rate, mine_hard_negatives, position_error_pix,
+    recalibrate_batch_norm, track_best, train,
 )
 
 
@@ -114,6 +114,42 @@ def test_curriculum_draws_only_the_easy_positives():
         TileBatches(x, y, batch_size=8, steps=1, easy=np.zeros(100, bool))
 
 
+def _brightness_model():
+    """A model whose comet score grows with a tile's mean: sigmoid((mean - 50) / 10)."""
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    dense = keras.layers.Dense(3, activation="sigmoid")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.array([[1 / 30, 0, 0]] * 3, np.float32), np.array([-5, 0, 0], np.float32)])
+    return model
+
+
+def test_hard_negatives_are_those_the_model_takes_for_comets():
+    x = np.arange(100, dtype=np.float16)[:, None, None, None] * np.ones((1, 8, 8, 3), np.float16)
+    negatives = np.arange(10, 100)
+    hard, scores = mine_hard_negatives(_brightness_model(), x, negatives, pool=1000, min_score=0.5, seed=1)
+    assert hard.tolist() == list(range(99, 49, -1))  # mean >= 50, highest score first
+    assert len(scores) == 90
+    hard, scores = mine_hard_negatives(_brightness_model(), x, negatives, pool=30, min_score=0.5, seed=1)
+    assert len(scores) == 30 and set(hard) <= set(range(50, 100)) and len(hard) > 0
+
+
+def test_batches_draw_their_share_of_hard_negatives():
+    y = np.zeros((100, 3), np.float32)
+    y[:10, 0] = 1
+    x = np.arange(100, dtype=np.float16)[:, None, None, None] * np.ones((1, 8, 8, 3), np.float16)
+    b = TileBatches(x, y, batch_size=10, steps=20, positive_fraction=0.2, augment=False, seed=3, hard_fraction=0.5)
+    assert b.n_hard == 4
+    plain = [int(v) for s in range(20) for v in b[s][0][:, 0, 0, 0]]
+    b.hard = np.array([97, 98, 99])
+    for s in range(20):
+        xb, yb = b[s]
+        ids = xb[:, 0, 0, 0].astype(int)
+        assert yb[:, 0].sum() == 2 and set(ids[2:6]) <= {97, 98, 99}  # 2 positives, 4 hard
+    assert sum(v in (97, 98, 99) for v in plain) < 10  # without mining they are rare
+
+
 def test_position_error_in_pixels():
     yt = np.array([[1, 0.5, 0.5], [0, 0, 0]], np.float32)
     yp = np.array([[0.9, 0.5 + 3 / 256, 0.5 + 4 / 256], [0.1, 0.9, 0.9]], np.float32)
@@ -133,10 +169,11 @@ def test_malformed_train_config_is_refused(tmp_path):
     cfg["train"]["batch_size"] = 0
     cfg["train"]["dataset"]["seeds"] = [5, 1]
     cfg["train"]["localisation"] = "centroid"
+    cfg["train"]["hard_negatives"]["fraction"] = 1.5
     with pytest.raises(
         ConfigError,
         match=r"train\.batch_size must be a positive integer.*train\.localisation must be one of dense, heatmap"
-        r".*train\.dataset\.seeds",
+        r".*train\.hard_negatives\.fraction must be in \[0, 1\).*train\.dataset\.seeds",
     ):
         train(cfg)
 
