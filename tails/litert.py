@@ -1,9 +1,10 @@
 """Inference with LiteRT: the Tails model converted once to a TensorFlow Lite flatbuffer.
 
-On CPUs the same network runs about twice as fast in LiteRT (the successor of TensorFlow Lite,
-``pip install ai-edge-litert``) with its XNNPACK kernels as in Keras on TensorFlow, and gives the
-same outputs to about 1e-6.  Measured with ``scripts/profile_model.py --only predict`` on the
-2-core development machine: 169 tiles (one ccd-quadrant) in 3.6 s against 7.9 s.
+On CPUs the same network runs two to three times as fast in LiteRT (the successor of TensorFlow
+Lite, ``pip install ai-edge-litert``) with its XNNPACK kernels as in Keras on TensorFlow, and gives
+the same outputs to about 1e-6.  Measured with ``scripts/profile_model.py`` on the 2-core
+development machine: 169 tiles (one ccd-quadrant) in 3.6 s against 7.9 s in batches of 32, and in
+2.2 s in LiteRT's best batches, of 2 (:attr:`LiteRTModel.preferred_batch_size`).
 
 The conversion (a SavedModel export, then ``tf.lite.TFLiteConverter``) takes half a minute to a
 minute, so its result is cached, keyed by the checksum of the weights file: a model is converted
