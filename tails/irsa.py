@@ -41,7 +41,6 @@ __all__ = [
     "FramePaths",
     "IrsaClient",
     "validate_fits",
-    "check_cached_fits",
     "SCI_HDU",
     "REF_HDU",
     "DIFF_HDU",
@@ -75,11 +74,8 @@ class FramePaths(NamedTuple):
     ref: Path
 
 
-def validate_fits(path: str | Path, hdu: int = 0) -> tuple[int, ...]:
+def validate_fits(path: str | Path, hdu: int = 0, *, read_data: bool = True) -> tuple[int, ...]:
     """Check that a file is readable FITS holding a 2-d image in HDU ``hdu``.
-
-    The image data are read (and decompressed, for tile-compressed HDUs), so a truncated or
-    corrupt file is caught.
 
     Parameters
     ----------
@@ -87,6 +83,14 @@ def validate_fits(path: str | Path, hdu: int = 0) -> tuple[int, ...]:
         The FITS file.
     hdu : int
         Index of the HDU that must hold the image.
+    read_data : bool
+        Read (and decompress, for tile-compressed HDUs) the image data, which catches any
+        truncated or corrupt file: what a download must pass to enter the cache.  False reads
+        the headers only, and checks that the file is long enough for the data its last HDU
+        declares, to within FITS's padding to 2880-byte blocks: the quick check of a cache hit,
+        which catches a file cut short since without decompressing the difference image again
+        on every run (0.25 s of the 0.55 s that loading a ccd-quadrant took;
+        ``scripts/benchmark.py``).
 
     Returns
     -------
@@ -102,59 +106,32 @@ def validate_fits(path: str | Path, hdu: int = 0) -> tuple[int, ...]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False) as hdul:
+            with fits.open(path, memmap=False, lazy_load_hdus=read_data) as hdul:
                 if len(hdul) <= hdu:
                     raise DownloadError(
                         f"{path} is corrupt or incomplete: it has {len(hdul)} HDU(s), "
                         f"the image should be in HDU {hdu}"
                     )
-                data = hdul[hdu].data
-                if data is None or data.ndim != 2:
-                    raise DownloadError(
-                        f"{path} holds no 2-d image in HDU {hdu} "
-                        f"(found {None if data is None else data.shape})"
-                    )
-                return tuple(int(n) for n in data.shape)
+                if read_data:
+                    data = hdul[hdu].data
+                    shape = None if data is None else data.shape
+                else:
+                    h = hdul[hdu].header
+                    z = "Z" if "ZNAXIS" in h else ""  # a compressed image astropy did not unwrap
+                    shape = tuple(int(h[f"{z}NAXIS{i}"]) for i in range(int(h[f"{z}NAXIS"]), 0, -1))
+                    info = hdul.fileinfo(len(hdul) - 1)
+                    end = info["datLoc"] + info["datSpan"]
+                    if path.stat().st_size <= end - 2880:
+                        raise DownloadError(
+                            f"{path} is truncated: {path.stat().st_size} bytes, its headers declare {end}"
+                        )
+                if shape is None or len(shape) != 2:
+                    raise DownloadError(f"{path} holds no 2-d image in HDU {hdu} (found {shape})")
+                return tuple(int(n) for n in shape)
     except DownloadError:
         raise
     except Exception as e:  # astropy raises OSError, TypeError, IndexError... on bad files
         raise DownloadError(f"{path} is corrupt or incomplete FITS: {e}") from e
-
-
-def check_cached_fits(path: str | Path, hdu: int = 0) -> None:
-    """A quick check of a cached download: its headers read, and it holds all its data.
-
-    Only headers are read: HDU ``hdu`` must declare a 2-d image (``NAXIS`` 2, or ``ZNAXIS`` 2
-    for a tile-compressed image) and the file must be long enough for the data that its last
-    HDU declares, to within FITS's padding to 2880-byte blocks.  Files enter the cache only
-    after :func:`validate_fits` has read all their data, so this catches a file truncated or
-    overwritten since, without decompressing the difference image again on every run (0.25 s
-    of the 0.55 s that loading a ccd-quadrant took; ``scripts/benchmark.py``).
-
-    Raises
-    ------
-    DownloadError
-        Saying what is wrong with the file.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                if len(hdul) <= hdu:
-                    raise DownloadError(f"{path} has {len(hdul)} HDU(s), the image should be in HDU {hdu}")
-                header = hdul[hdu].header
-                if header.get("ZNAXIS", header.get("NAXIS")) != 2:
-                    raise DownloadError(f"{path} holds no 2-d image in HDU {hdu}")
-                info = hdul.fileinfo(len(hdul) - 1)
-                end = info["datLoc"] + info["datSpan"]
-    except DownloadError:
-        raise
-    except Exception as e:  # astropy raises OSError, TypeError, IndexError... on bad files
-        raise DownloadError(f"{path} is corrupt or incomplete FITS: {e}") from e
-    size = path.stat().st_size
-    if size <= end - 2880:
-        raise DownloadError(f"{path} is truncated: {size} bytes, its headers declare {end}")
 
 
 def _looks_like_html(path: Path) -> bool:
@@ -350,7 +327,7 @@ class IrsaClient:
     def _download(self, url: str, path: Path, *, hdu: int, what: str, context: str, force: bool) -> Path:
         if not force and path.exists():
             try:
-                check_cached_fits(path, hdu)
+                validate_fits(path, hdu, read_data=False)
                 logger.debug("cache hit: %s", path)
                 return path
             except DownloadError as e:

@@ -245,8 +245,9 @@ def test_constants_cite_ztf():
 
 
 def test_a_corrupt_image_file_is_a_clear_error(tmp_path):
-    """Cached downloads are checked from their headers only (tails.irsa.check_cached_fits), so
-    data corrupt inside a file of the right size surface when loading, with what to do."""
+    """Cached downloads are checked from their headers only (tails.irsa.validate_fits with
+    read_data=False), so data corrupt inside a file of the right size surface when loading,
+    with what to do."""
     f = make_frame(n_sources=3, seed=2)
     _, _, diff = write_files(tmp_path, f)
     data = bytearray(diff.read_bytes())
