@@ -15,6 +15,7 @@ at once with a message saying so.
 
 import argparse
 import copy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg["irsa"]["url"] = irsa.resolve().as_uri() + "/"
     (demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
+    shutil.rmtree(demo / "runs", ignore_errors=True)  # no candidates of an earlier demo
     cmd = [
         sys.executable, str(ROOT / "scripts" / "run_tails.py"),
         f"--config={demo / 'config.yaml'}", "--score_threshold=0.5", "--cleanup=none",
@@ -71,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     csv = demo / "runs" / NAME[4:12] / f"{NAME}.csv"
     print(f"\n{csv}:")
-    print(pd.read_csv(csv).to_string(index=False))
-    for png in sorted(csv.parent.glob(f"{NAME}_*.png")):
-        print(f"triplet: {png}")
+    detections = pd.read_csv(csv)
+    print(detections.to_string(index=False))
+    for ni in detections["ni"]:
+        print(f"triplet: {csv.parent / f'{NAME}_{ni}.png'}")
     return 0
 
 
