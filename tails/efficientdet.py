@@ -533,7 +533,8 @@ _STEM_SUFFIXES = (".weights.h5", ".h5", ".keras")
 def find_bundled_checkpoint(models_dir: str | Path | None = None) -> Path:
     """The newest bundled model: ``models/tails-*/tails.weights.h5``, the latest by folder name.
 
-    Folder names carry the date (``tails-YYYYMMDD``), so the lexically last one is the newest.
+    Folder names carry the date (``tails-YYYYMMDD``, and a letter for a later model of the same
+    day: ``tails-YYYYMMDDb``), so the lexically last one is the newest.
 
     Parameters
     ----------

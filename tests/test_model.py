@@ -205,13 +205,14 @@ def test_no_bundled_model(tmp_path, monkeypatch):
 
 def test_bundled_model_is_newest(tmp_path, monkeypatch, tiny_checkpoint, tiny_model):
     models = tmp_path / "models"
-    for name in ("tails-20260101", "tails-20261124", "tails-20250612"):
+    # a later model of the same day takes a letter, and is the newer
+    for name in ("tails-20260101", "tails-20261124b", "tails-20261124", "tails-20250612"):
         (models / name).mkdir(parents=True)
         (models / name / CHECKPOINT_FILENAME).write_bytes(tiny_checkpoint.read_bytes())
     (models / "unrelated").mkdir()
     monkeypatch.setattr(efficientdet, "DEFAULT_MODELS_DIR", models)
-    assert find_bundled_checkpoint() == models / "tails-20261124" / CHECKPOINT_FILENAME
-    assert model_name(None) == "tails-20261124"
+    assert find_bundled_checkpoint() == models / "tails-20261124b" / CHECKPOINT_FILENAME
+    assert model_name(None) == "tails-20261124b"
     model = load_model(None, **TINY)
     tiles = _tiles(2)
     np.testing.assert_allclose(_run(model, tiles), _run(tiny_model, tiles), atol=1e-6)
