@@ -38,9 +38,8 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 
 __all__ = [
-    "make_loss", "TileBatches", "augment_batch", "mine_hard_negatives", "recalibrate_batch_norm", "learning_rate",
-    "track_best",
-    "train", "train_command",
+    "make_loss", "TileBatches", "augment_batch", "mine_hard_negatives", "recalibrate_batch_norm",
+    "learning_rate", "track_best", "train", "train_command",
 ]
 
 log = logging.getLogger(__name__)
