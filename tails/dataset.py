@@ -259,8 +259,18 @@ def _build_one(seed: int, spec: DatasetSpec, out: str) -> int:
     return len(y)
 
 
-def load_dataset(folders: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Load every shard of one or more data set folders.
+def load_dataset(
+    folders: str | os.PathLike | Iterable[str | os.PathLike], seeds: Iterable[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Load the shards of one or more data set folders.
+
+    Parameters
+    ----------
+    folders : path or iterable of paths
+        Data set folders.
+    seeds : iterable of int, optional
+        Load only these seeds' shards, so that a folder that also holds the shards of a larger
+        data set gives exactly the data set a config names. By default, every shard.
 
     Returns
     -------
@@ -276,9 +286,13 @@ def load_dataset(folders: str | os.PathLike | Iterable[str | os.PathLike]) -> tu
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
     shards = sorted(p for f in folders for p in Path(f).glob("shard_*.npz"))
+    if seeds is not None:
+        wanted = {f"shard_{int(s):06d}.npz" for s in seeds}
+        shards = [p for p in shards if p.name in wanted]
     if not shards:
         raise ValueError(
-            f"empty data set: no shard_*.npz in {', '.join(map(str, folders))}; "
+            f"empty data set: no shard_*.npz{'' if seeds is None else ' of the seeds asked for'} "
+            f"in {', '.join(map(str, folders))}; "
             "build one first (tails train makes it from the config's dataset section)"
         )
     xs, ys, metas = [], [], []

@@ -355,7 +355,7 @@ def _dataset(t: dict, config: dict, key_path: str, key_seeds: str, processes: in
         reproject=config["tails"]["reproject"],
     )
     build_dataset(spec, d[key_path], processes=processes)
-    return load_dataset(d[key_path])
+    return load_dataset(d[key_path], seeds=spec.seeds)
 
 
 def train(config: dict, overwrite: bool = False, max_epochs: int | None = None) -> Path:

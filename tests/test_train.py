@@ -192,6 +192,20 @@ def test_empty_data_set_is_refused(tmp_path):
         load_dataset(tmp_path / "empty")
 
 
+def test_only_the_configs_seeds_are_loaded(tmp_path):
+    """A folder grown with more seeds still gives exactly the data set that a config names."""
+    import json
+
+    for seed in (5, 6, 7):
+        np.savez(tmp_path / f"shard_{seed:06d}.npz", x=np.full((2, 4, 4, 3), seed, np.float16),
+                 y=np.zeros((2, 3), np.float32), meta=np.array(json.dumps([{"seed": seed}] * 2)))
+    x, y, meta = load_dataset(tmp_path, seeds=range(5, 7))
+    assert sorted(set(meta["seed"])) == [5, 6] and len(x) == len(y) == 4
+    assert sorted(set(load_dataset(tmp_path)[2]["seed"])) == [5, 6, 7]
+    with pytest.raises(ValueError, match="empty data set"):
+        load_dataset(tmp_path, seeds=[8])
+
+
 # m3 below loads a training checkpoint's weights file into a model whose optimizer is not built
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_checkpoints_save_and_resume_exactly(tmp_path):
