@@ -208,6 +208,11 @@ def frame_to_examples(
     return tiles[keep].astype(np.float16), labels[keep], meta
 
 
+def _shard_name(seed: int) -> str:
+    """The file name of one simulated frame's shard, by its seed."""
+    return f"shard_{int(seed):06d}.npz"
+
+
 def _save_shard(path: Path, x: np.ndarray, y: np.ndarray, meta: list[dict]) -> None:
     with atomic_path(path) as tmp:
         np.savez(tmp, x=x, y=y, meta=np.array(json.dumps(meta)))
@@ -236,7 +241,7 @@ def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int 
     info = {k: v for k, v in asdict(spec).items() if k != "seeds"}
     info["seeds"] = [int(s) for s in spec.seeds]
     (out / "dataset.json").write_text(json.dumps(info, indent=1))
-    todo = [s for s in spec.seeds if not (out / f"shard_{s:06d}.npz").exists()]
+    todo = [s for s in spec.seeds if not (out / _shard_name(s)).exists()]
     log.info("data set %s: %d of %d frames to simulate", out, len(todo), len(spec.seeds))
 
     if processes <= 1:
@@ -255,7 +260,7 @@ def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int 
 def _build_one(seed: int, spec: DatasetSpec, out: str) -> int:
     """Simulate, cut and save the shard of one seed (a top-level function, so it pickles)."""
     x, y, meta = frame_to_examples(seed, spec, out)
-    _save_shard(Path(out) / f"shard_{seed:06d}.npz", x, y, meta)
+    _save_shard(Path(out) / _shard_name(seed), x, y, meta)
     return len(y)
 
 
@@ -287,7 +292,7 @@ def load_dataset(
         folders = [folders]
     shards = sorted(p for f in folders for p in Path(f).glob("shard_*.npz"))
     if seeds is not None:
-        wanted = {f"shard_{int(s):06d}.npz" for s in seeds}
+        wanted = {_shard_name(s) for s in seeds}
         shards = [p for p in shards if p.name in wanted]
     if not shards:
         raise ValueError(
