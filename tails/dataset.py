@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,6 +239,7 @@ def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
     info = {k: v for k, v in asdict(spec).items() if k != "seeds"}
     info["seeds"] = [int(s) for s in spec.seeds]
     (out / "dataset.json").write_text(json.dumps(info, indent=1))
@@ -255,6 +257,23 @@ def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int 
             for f in tqdm(futures, desc="frames", unit="frame"):
                 f.result()
     return out
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove what a build killed mid-frame left in ``out``: its frame folder and unfinished shard.
+
+    A SIGTERM or SIGKILL runs no clean-up, so a resumed build does it.  Only the names that
+    :func:`frame_to_examples` and :func:`~tails.atomic.atomic_path` give their temporary files
+    are touched; finished shards stay.  Two builds must therefore not share one folder at once.
+    """
+    stale = [*out.glob("frame_*"), *out.glob(".shard_*.npz")]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    if stale:
+        log.warning("removed %d leftovers of an interrupted build from %s", len(stale), out)
 
 
 def _build_one(seed: int, spec: DatasetSpec, out: str) -> int:

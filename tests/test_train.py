@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tails.config import ConfigError, load_config
-from tails.dataset import label_tiles, load_dataset
+from tails.dataset import DatasetSpec, build_dataset, label_tiles, load_dataset
 from tails.train import (
     BEST_BY, TileBatches, augment_batch, learning_rate, mine_hard_negatives, position_error_pix,
     recalibrate_batch_norm, track_best, train,
@@ -204,6 +204,19 @@ def test_only_the_configs_seeds_are_loaded(tmp_path):
     assert sorted(set(load_dataset(tmp_path)[2]["seed"])) == [5, 6, 7]
     with pytest.raises(ValueError, match="empty data set"):
         load_dataset(tmp_path, seeds=[8])
+
+
+def test_a_resumed_build_removes_what_a_killed_one_left(tmp_path):
+    """A build killed mid-frame leaves its frame folder and unfinished shard; resuming clears them."""
+    import json
+
+    np.savez(tmp_path / "shard_000005.npz", x=np.zeros((1, 4, 4, 3), np.float16),
+             y=np.zeros((1, 3), np.float32), meta=np.array(json.dumps([{"seed": 5}])))
+    (tmp_path / "frame_k1ll3d").mkdir()
+    (tmp_path / "frame_k1ll3d" / "sciimg.fits").write_bytes(b"half a frame")
+    (tmp_path / ".shard_000006.npz.x7q2.npz").write_bytes(b"half a shard")
+    build_dataset(DatasetSpec(seeds=[5]), tmp_path)  # shard 5 is done: nothing is simulated
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json", "shard_000005.npz"]
 
 
 # m3 below loads a training checkpoint's weights file into a model whose optimizer is not built
