@@ -222,6 +222,9 @@ def _save_shard(path: Path, x: np.ndarray, y: np.ndarray, meta: list[dict]) -> N
 def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int = 1) -> Path:
     """Write one shard per seed into ``out_dir``; shards already there are kept (resumable).
 
+    What a build killed mid-frame left behind (its frame folder, an unfinished shard) is removed
+    first.
+
     Parameters
     ----------
     spec : DatasetSpec
