@@ -146,6 +146,10 @@ def _hardness(offsets: np.ndarray, confusers: pd.DataFrame, tile_size: int) -> n
     return inside.sum(axis=1)
 
 
+# the prefix of the temporary folder a frame is written to and cut in; a killed build's is removed
+_FRAME_TMP_PREFIX = "frame_"
+
+
 def frame_to_examples(
     seed: int,
     spec: DatasetSpec,
@@ -168,7 +172,7 @@ def frame_to_examples(
     rng = np.random.default_rng(seed)
     name = random_frame_name(rng)
     sim = simulate_frame(name, seed=seed, n_comets=spec.comets_per_frame, **(spec.simulate_kwargs or {}))
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="frame_") as tmp:
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=_FRAME_TMP_PREFIX) as tmp:
         paths = write_frame(sim, tmp)
         troika = Troika.from_files(paths["sci"], paths["ref"], paths["diff"])
         ref_projected = troika.reproject_ref2sci(how=spec.reproject, nthreads=1)
@@ -269,7 +273,7 @@ def _remove_leftovers(out: Path) -> None:
     :func:`frame_to_examples` and :func:`~tails.atomic.atomic_path` give their temporary files
     are touched; finished shards stay.  Two builds must therefore not share one folder at once.
     """
-    stale = [*out.glob("frame_*"), *out.glob(".shard_*.npz")]
+    stale = [*out.glob(f"{_FRAME_TMP_PREFIX}*"), *out.glob(".shard_*.npz")]
     for p in stale:
         if p.is_dir():
             shutil.rmtree(p)
