@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tails.config import ConfigError, load_config
-from tails.dataset import DatasetSpec, build_dataset, label_tiles, load_dataset
+from tails.dataset import DatasetSpec, _save_shard, _shard_name, build_dataset, label_tiles, load_dataset
 from tails.train import (
     BEST_BY, TileBatches, augment_batch, learning_rate, mine_hard_negatives, position_error_pix,
     recalibrate_batch_norm, track_best, train,
@@ -194,11 +194,9 @@ def test_empty_data_set_is_refused(tmp_path):
 
 def test_only_the_configs_seeds_are_loaded(tmp_path):
     """A folder grown with more seeds still gives exactly the data set that a config names."""
-    import json
-
     for seed in (5, 6, 7):
-        np.savez(tmp_path / f"shard_{seed:06d}.npz", x=np.full((2, 4, 4, 3), seed, np.float16),
-                 y=np.zeros((2, 3), np.float32), meta=np.array(json.dumps([{"seed": seed}] * 2)))
+        _save_shard(tmp_path / _shard_name(seed), np.full((2, 4, 4, 3), seed, np.float16),
+                    np.zeros((2, 3), np.float32), [{"seed": seed}] * 2)
     x, y, meta = load_dataset(tmp_path, seeds=range(5, 7))
     assert sorted(set(meta["seed"])) == [5, 6] and len(x) == len(y) == 4
     assert sorted(set(load_dataset(tmp_path)[2]["seed"])) == [5, 6, 7]
@@ -208,10 +206,8 @@ def test_only_the_configs_seeds_are_loaded(tmp_path):
 
 def test_a_resumed_build_removes_what_a_killed_one_left(tmp_path):
     """A build killed mid-frame leaves its frame folder and unfinished shard; resuming clears them."""
-    import json
-
-    np.savez(tmp_path / "shard_000005.npz", x=np.zeros((1, 4, 4, 3), np.float16),
-             y=np.zeros((1, 3), np.float32), meta=np.array(json.dumps([{"seed": 5}])))
+    _save_shard(tmp_path / _shard_name(5), np.zeros((1, 4, 4, 3), np.float16),
+                np.zeros((1, 3), np.float32), [{"seed": 5}])
     (tmp_path / "frame_k1ll3d").mkdir()
     (tmp_path / "frame_k1ll3d" / "sciimg.fits").write_bytes(b"half a frame")
     (tmp_path / ".shard_000006.npz.x7q2.npz").write_bytes(b"half a shard")
