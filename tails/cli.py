@@ -260,6 +260,13 @@ def _commands() -> dict[str, Callable[..., Any]]:
 
         return evaluate_command(*args, **kwargs)
 
+    def average(*checkpoints: str, output: str) -> str:
+        """Average checkpoints of one model into one weights file (see
+        tails.efficientdet.average_checkpoints)."""
+        from .efficientdet import average_checkpoints
+
+        return str(average_checkpoints(checkpoints, output))
+
     def fetch_models(*args: Any, **kwargs: Any) -> Any:
         """Download models from the configured base URL (see tails.models.fetch_models)."""
         from .models import fetch_models as _fetch
@@ -277,6 +284,7 @@ def _commands() -> dict[str, Callable[..., Any]]:
         "simulate": simulate,
         "train": train,
         "evaluate": evaluate,
+        "average": average,
         "fetch-models": fetch_models,
         "benchmark": benchmark,
     }

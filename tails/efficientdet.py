@@ -37,6 +37,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from .atomic import atomic_path
 from .layers import BN_EPSILON, BN_MOMENTUM, SoftArgmax2D, bifpn_layer
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "efficientnet_backbone",
     "position_head",
     "transfer_weights",
+    "average_checkpoints",
     "load_model",
     "model_name",
     "find_bundled_checkpoint",
@@ -458,6 +460,60 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
             raise ValueError(f"the models do not fit: layer {a.name} against {b.name}")
         b.set_weights(wa)
     return len(dst)
+
+
+def average_checkpoints(checkpoints: Sequence[str | Path], output: str | Path, **kwargs) -> Path:
+    """Average the weights of several checkpoints of one model into one (a "model soup").
+
+    Every variable is the plain mean over the checkpoints, batch-norm statistics included.  It
+    helps when the checkpoints are fine-tunings of one common ancestor, which keeps them in one
+    basin of the loss (Wortsman et al. 2022, "Model soups", ICML, arXiv:2203.05482); averaging
+    models trained apart gives nonsense.  Only the model's variables are written, no optimizer.
+
+    Parameters
+    ----------
+    checkpoints : sequence of path
+        Two or more weights files of Tails models of one kind (``dense`` or ``heatmap``).
+    output : path
+        The ``.weights.h5`` file to write; it must not exist yet.
+    **kwargs
+        Passed to :func:`load_model` for each checkpoint (the model's options, when not the
+        defaults).
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two checkpoints are given, or they are not of one kind of model.
+    FileExistsError
+        If ``output`` exists.
+    """
+    output = Path(output)
+    if len(checkpoints) < 2:
+        raise ValueError(f"give two or more checkpoints to average, got {len(checkpoints)}")
+    if not output.name.endswith(".weights.h5"):
+        raise ValueError(f"the output must be a .weights.h5 file, got {str(output)!r}")
+    if output.exists():
+        raise FileExistsError(f"{output} exists; remove it or choose another output")
+    for path in checkpoints:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist; give the .weights.h5 files to average")
+    models = [load_model(path, **kwargs) for path in checkpoints]
+    weights = [m.get_weights() for m in models]
+    for path, ws in zip(checkpoints[1:], weights[1:]):
+        if [w.shape for w in ws] != [w.shape for w in weights[0]]:
+            raise ValueError(f"{path} is not the same kind of model as {checkpoints[0]} "
+                             "(dense against heatmap localisation?); average only checkpoints of one kind")
+    models[0].set_weights([np.mean(g, axis=0, dtype=np.float64).astype(g[0].dtype) for g in zip(*weights)])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:
+        models[0].save_weights(tmp)
+    logger.info("averaged %d checkpoints into %s", len(models), output)
+    return output
 
 
 #: Tiles per call of a Keras model in :func:`predict_tiles` (``scripts/profile_model.py``:

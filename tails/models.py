@@ -120,14 +120,16 @@ def package_model(
     eval_dir: str | os.PathLike | None = None,
     status: str = "experimental",
     models_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
 ) -> Path:
     """Make a bundled model folder from a training run (and its evaluation).
 
-    Saves the weights of the run's ``best.weights.h5`` as ``tails.weights.h5`` (the model's
-    variables only: a training checkpoint also holds the optimizer's, twice as many), copies its
-    ``log.csv`` and ``train.json``
-    as ``training_log.csv`` and ``training_config.json``, and the evaluation's ``metrics.json`` as
-    ``evaluation.json``; then writes the manifest.  The card, ``MODEL.md``, is written by a person:
+    Saves the weights of the run's ``best.weights.h5``, or of ``weights`` when given (an average
+    of checkpoints, :func:`tails.efficientdet.average_checkpoints`), as ``tails.weights.h5`` (the
+    model's variables only: a training checkpoint also holds the optimizer's, twice as many),
+    copies the run's ``log.csv`` and ``train.json`` as ``training_log.csv`` and
+    ``training_config.json``, and the evaluation's ``metrics.json`` as ``evaluation.json``; then
+    writes the manifest.  The card, ``MODEL.md``, is written by a person:
     it must say what the evaluation showed.
 
     Returns
@@ -143,7 +145,8 @@ def package_model(
     folder.mkdir(parents=True, exist_ok=True)
     from .efficientdet import load_model
 
-    model = load_model(run_dir / "best.weights.h5")  # a fresh, uncompiled Tails(): no optimizer
+    source = run_dir / "best.weights.h5" if weights is None else Path(weights)
+    model = load_model(source)  # a fresh, uncompiled Tails(): no optimizer
     with atomic_path(folder / "tails.weights.h5") as tmp:
         model.save_weights(tmp)
     shutil.copyfile(run_dir / "log.csv", folder / "training_log.csv")

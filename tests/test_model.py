@@ -19,6 +19,7 @@ from tails import efficientdet  # noqa: E402
 from tails.efficientdet import (  # noqa: E402
     CHECKPOINT_FILENAME,
     Tails,
+    average_checkpoints,
     find_bundled_checkpoint,
     load_model,
     model_name,
@@ -278,3 +279,38 @@ def test_weights_load_under_other_backend(tiny_model, tiny_checkpoint, tmp_path)
     out = np.load(tmp_path / "out.npy")
     assert out.shape == (5, 3)
     np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_averaged_checkpoints_hold_the_mean_of_every_weight(tiny_model, tiny_checkpoint, tmp_path):
+    other = Tails(**TINY)
+    _randomize(other, seed=3)
+    other.save_weights(tmp_path / "other.weights.h5")
+    out = average_checkpoints([tiny_checkpoint, tmp_path / "other.weights.h5"], tmp_path / "soup.weights.h5", **TINY)
+    soup = load_model(out, **TINY)
+    for s, a, b in zip(soup.get_weights(), tiny_model.get_weights(), other.get_weights()):
+        np.testing.assert_allclose(s, (a.astype(np.float64) + b) / 2, rtol=1e-6, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.weights.h5", "soup.weights.h5"]
+
+
+def test_averaging_refuses_what_cannot_be_averaged(tiny_checkpoint, tmp_path):
+    heat = Tails(**TINY, localisation="heatmap")
+    heat.save_weights(tmp_path / "heat.weights.h5")
+    with pytest.raises(ValueError, match="two or more checkpoints"):
+        average_checkpoints([tiny_checkpoint], tmp_path / "a.weights.h5", **TINY)
+    with pytest.raises(ValueError, match="not the same kind of model"):
+        average_checkpoints([tiny_checkpoint, tmp_path / "heat.weights.h5"], tmp_path / "a.weights.h5", **TINY)
+    with pytest.raises(FileExistsError, match="exists"):
+        average_checkpoints([tiny_checkpoint, tiny_checkpoint], tiny_checkpoint, **TINY)
+    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+        average_checkpoints([tiny_checkpoint, tiny_checkpoint], tmp_path / "a.h5", **TINY)
+    with pytest.raises(FileNotFoundError, match="missing.weights.h5 does not exist"):
+        average_checkpoints([tiny_checkpoint, tmp_path / "missing.weights.h5"], tmp_path / "a.weights.h5", **TINY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heat.weights.h5"]
+
+
+def test_tails_average_refuses_a_single_checkpoint_with_a_message(tiny_checkpoint, tmp_path, capsys):
+    from tails.cli import main
+
+    assert main(["average", str(tiny_checkpoint), f"--output={tmp_path / 'a.weights.h5'}"]) == 2
+    assert "give two or more checkpoints to average, got 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

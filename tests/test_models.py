@@ -120,3 +120,26 @@ def test_packaged_model_keeps_the_weights_and_drops_the_optimizer(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 256, 256, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(load_model(packaged)(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_a_packaged_model_can_ship_other_weights_than_the_runs_best(tmp_path):
+    import json
+
+    import numpy as np
+
+    from tails.efficientdet import Tails, load_model
+    from tails.models import package_model, verify_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    Tails().save_weights(run / "best.weights.h5")
+    other = Tails()
+    other.set_weights([w + 0.01 for w in other.get_weights()])
+    other.save_weights(tmp_path / "soup.weights.h5")
+    (run / "log.csv").write_text("epoch,loss\n1,1.0\n")
+    (run / "train.json").write_text(json.dumps({"seed": 42}))
+
+    folder = package_model(run, "tails-soup", models_dir=tmp_path / "models", weights=tmp_path / "soup.weights.h5")
+    for a, b in zip(load_model(folder / "tails.weights.h5").get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert verify_model(folder) == []
