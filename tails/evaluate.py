@@ -14,6 +14,9 @@ Definitions
   nucleus.  False positives are counted per frame (= per ccd-quadrant) and per tile.
 * The **offset** of a recalled comet is the distance from its nucleus to the nearest such
   detection; the report gives its RMSE and median in pixels.
+* **Recall at equal false positives** compares models each at its own threshold: for each of
+  :data:`FP_BUDGETS` the lowest threshold that leaves at most so many false positives per frame,
+  and the recall there (:func:`recall_at_false_positives`).
 * A **tile is positive** when a comet's nucleus lies in it (the training labelling,
   :func:`tails.dataset.label_tiles`); the per-tile ROC and PR curves and the FNR/FPR-versus-threshold
   plot of the original paper use the model's score of every tile.
@@ -67,6 +70,8 @@ __all__ = [
     "roc_curve",
     "pr_curve",
     "threshold_sweep",
+    "recall_at_false_positives",
+    "FP_BUDGETS",
     "compute_metrics",
     "FrameServer",
     "evaluate",
@@ -110,6 +115,11 @@ SNR_BINS: tuple[tuple[str, float, float], ...] = (
     ("5-10", 5.0, 10.0),
     (">10", 10.0, math.inf),
 )
+
+#: False positives per frame (ccd-quadrant) at which recall is also reported, each at the threshold
+#: that allows no more: from about where the CPU-trained models stand down to issue 3's target,
+#: 0.02 per ccd-quadrant, and none at all.
+FP_BUDGETS: tuple[float, ...] = (2.0, 1.0, 0.5, 0.1, 0.02, 0.0)
 
 #: Files of a report.
 REPORT_FILES = (
@@ -504,6 +514,45 @@ def threshold_sweep(
     )
 
 
+def recall_at_false_positives(
+    comet_best_p: np.ndarray,
+    detection_p: np.ndarray,
+    detection_true: np.ndarray,
+    n_frames: int,
+    budgets: Sequence[float] = FP_BUDGETS,
+) -> dict[str, dict[str, Any]]:
+    """Recall when the threshold allows at most a given number of false positives per frame.
+
+    For each budget ``b`` the threshold is the lowest one that leaves at most ``floor(b *
+    n_frames)`` false positives (a detection counts when ``p > t``): the score of the next false
+    positive in rank.  This compares models at equal false positives, each at its own threshold.
+    The threshold is chosen on the evaluated frames themselves, so the recall is what the model
+    can do there at best, a little above what a threshold fixed beforehand would give.
+
+    Returns
+    -------
+    dict
+        Keyed by the budget as text (``"0.5"``): ``fp_per_frame`` (the budget), ``threshold``,
+        ``false_positives`` (left above it) and ``recall``; empty when no frame was evaluated.
+    """
+    if n_frames <= 0:
+        return {}
+    best = np.asarray(comet_best_p, dtype=float)
+    det_p = np.asarray(detection_p, dtype=float)
+    false_p = np.sort(det_p[~np.asarray(detection_true, dtype=bool)])[::-1]
+    out = {}
+    for budget in budgets:
+        allowed = int(math.floor(budget * n_frames + 1e-9))
+        threshold = float(false_p[allowed]) if allowed < len(false_p) else 0.0
+        out[f"{budget:g}"] = {
+            "fp_per_frame": float(budget),
+            "threshold": threshold,
+            "false_positives": int((false_p > threshold).sum()),
+            "recall": _fraction(int((best > threshold).sum()), len(best)),
+        }
+    return out
+
+
 def _comet_properties(comets: pd.DataFrame, pixscale: float | pd.Series = 1.01) -> tuple[np.ndarray, np.ndarray]:
     """Magnitude and coma radius (arcsec) of each comet, NaN where the truth lacks them."""
     mag = next((comets[c].to_numpy(float) for c in _MAG_COLUMNS if c in comets), np.full(len(comets), np.nan))
@@ -581,6 +630,7 @@ def compute_metrics(
             ),
         },
         "false_positives": count_false_positives(det_p, det_true, thr, n_frames, n_tiles),
+        "recall_at_fp_per_frame": recall_at_false_positives(best_p, det_p, det_true, n_frames),
         "localisation": localisation_stats(comets["offset_pix"].to_numpy(float)[recalled]),
         "tiles": {
             "tpr": _fraction(int((tile_called & tile_pos).sum()), n_pos),
@@ -1075,7 +1125,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     """The evaluation tables of a model card (``MODEL.md``), in Markdown, from ``metrics.json``.
 
     Recall by magnitude, by the issue's target bins, by coma radius and by core signal-to-noise;
-    false positives per frame and per tile; localisation; the per-tile ROC AUC and average precision.
+    false positives per frame and per tile; localisation; the per-tile ROC AUC and average precision;
+    recall at equal false positives.
     """
     c, r, fp = metrics["counts"], metrics["recall"], metrics["false_positives"]
     loc, tiles = metrics["localisation"], metrics["tiles"]
@@ -1113,6 +1164,17 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         f"{num(tiles['average_precision'], '.3f')} |",
         "",
     ]
+    at_fp = metrics.get("recall_at_fp_per_frame") or {}
+    if at_fp:
+        lines += [
+            "Recall with the threshold set on these frames to allow at most so many false positives:",
+            "",
+            "| false positives per frame, at most | threshold | false positives | recall |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {k} | {num(v['threshold'], '.4g')} | {v['false_positives']} | {pct(v['recall'])} |"
+                  for k, v in at_fp.items()]
+        lines.append("")
     return "\n".join(lines)
 
 

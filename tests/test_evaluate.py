@@ -25,6 +25,7 @@ from tails.evaluate import (
     match_detections,
     pr_curve,
     roc_curve,
+    recall_at_false_positives,
     threshold_sweep,
 )
 
@@ -128,6 +129,25 @@ def test_threshold_sweep_counts_strictly_above_the_threshold():
     np.testing.assert_allclose(sweep["tile_fpr"], [1.0, 0.5, 0.0])
 
 
+def test_recall_at_false_positives_sets_the_threshold_at_the_next_false_positive():
+    # 2 frames; false positives score 0.9, 0.7, 0.7, 0.2; comets are best seen at 0.95, 0.8, 0.6, never
+    at = recall_at_false_positives(
+        comet_best_p=np.array([0.95, 0.8, 0.6, -np.inf]),
+        detection_p=np.array([0.95, 0.9, 0.8, 0.7, 0.7, 0.6, 0.2]),
+        detection_true=np.array([True, False, True, False, False, True, False]),
+        n_frames=2,
+        budgets=(2.0, 1.0, 0.5, 0.25, 0.0),
+    )
+    assert list(at) == ["2", "1", "0.5", "0.25", "0"]
+    assert at["2"] == {"fp_per_frame": 2.0, "threshold": 0.0, "false_positives": 4, "recall": 0.75}
+    # 2 allowed: above the third false positive, 0.7; the tie at 0.7 leaves only 1
+    assert at["1"]["threshold"] == 0.7 and at["1"]["false_positives"] == 1 and at["1"]["recall"] == 0.5
+    assert at["0.5"]["threshold"] == 0.7 and at["0.5"]["recall"] == 0.5
+    assert at["0.25"]["threshold"] == 0.9 and at["0.25"]["false_positives"] == 0 and at["0.25"]["recall"] == 0.25
+    assert at["0"] == at["0.25"] | {"fp_per_frame": 0.0}
+    assert recall_at_false_positives(np.array([0.9]), np.array([0.9]), np.array([True]), n_frames=0) == {}
+
+
 def test_compute_metrics_gives_the_headline_numbers():
     comets = pd.DataFrame(
         {
@@ -166,6 +186,8 @@ def test_markdown_report_tabulates_the_headline_numbers():
     assert "| false positives per frame (ccd-quadrant) | 0.500 |" in text
     assert "| localisation RMSE (px) | 2.24 |" in text
     assert "seeds 900000 to 900001" in text
+    assert "| 0.5 | 0 | 1 | 100.0 % |" in text  # one false positive in 2 frames allowed: all of it
+    assert "| 0.1 | 0.9 | 0 | 33.3 % |" in text  # none allowed: only the comet seen above 0.9
 
 
 # ----------------------------------------------------------------------------- bad input
