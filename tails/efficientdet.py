@@ -489,6 +489,8 @@ def average_checkpoints(checkpoints: Sequence[str | Path], output: str | Path, *
     ------
     ValueError
         If fewer than two checkpoints are given, or they are not of one kind of model.
+    FileNotFoundError
+        If a checkpoint does not exist.
     FileExistsError
         If ``output`` exists.
     """
