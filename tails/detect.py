@@ -1,10 +1,11 @@
-"""From tiles to detections: the model's scores, tile -> frame coordinates, merging, outputs.
+"""From tiles to detections: the model's scores, tile -> frame coordinates, a second look, merging, outputs.
 
 The data flow for one frame (DESIGN.md)::
 
     name -> irsa (sci, diff, ref; cached) -> image.Troika -> SWarp (ref onto sci grid)
          -> 13 x 13 tiles of 256 px -> preprocess -> Tails model (batched)
-         -> threshold, tile -> frame coordinates, merge duplicates, WCS -> RA/Dec, OBSJD -> time
+         -> threshold, tile -> frame coordinates, merge duplicates
+         -> a second look at each candidate (tails.refine), merge again, WCS -> RA/Dec, OBSJD -> time
          -> runs/YYYYMMDD/{name}.csv, {name}_{ni}.npy, {name}_{ni}.png
 
 The pure steps (:func:`candidates_from_predictions`, :func:`merge_candidates`,
@@ -26,6 +27,7 @@ import pandas as pd
 from .atomic import atomic_path
 from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
 from .preprocess import preprocess_tiles
+from .refine import check_refine_config, refine_candidates
 
 __all__ = [
     "DETECTION_COLUMNS",
@@ -70,7 +72,7 @@ class FrameResult:
     sci_url, diff_url : str
         IRSA URLs of the science and difference images.
     timings : dict
-        Seconds spent per stage (load, align, tessellate, infer, write).
+        Seconds spent per stage (load, align, tessellate, infer, refine, write).
     n_tiles, n_skipped : int
         Tiles cut, and tiles skipped because they could not be normalised.
     tile_predictions : ndarray, shape (n_tiles, 3)
@@ -142,7 +144,8 @@ def candidates_from_predictions(
     Returns
     -------
     pandas.DataFrame
-        Columns ``tile, p, x, y, x_tile, y_tile``; x and y are 0-based frame coordinates.
+        Columns ``tile, p, x, y, x_tile, y_tile, row0, col0``; x and y are 0-based frame
+        coordinates, ``x_tile`` and ``y_tile`` the same in the tile whose corner is (row0, col0).
     """
     predictions = np.asarray(predictions, dtype=np.float64).reshape(-1, 3)
     offsets = np.asarray(offsets).reshape(-1, 2)
@@ -157,6 +160,8 @@ def candidates_from_predictions(
             "y": offsets[keep, 0] + y_tile,
             "x_tile": x_tile,
             "y_tile": y_tile,
+            "row0": offsets[keep, 0],
+            "col0": offsets[keep, 1],
         }
     )
 
@@ -260,6 +265,7 @@ def process_frame(
         tcfg["score_threshold"] if score_threshold is None else score_threshold,
         tcfg["cleanup"] if cleanup is None else cleanup,
     )
+    refine, refine_min, refine_views = check_refine_config(tcfg["refine"])
     nthreads = int(tcfg["nthreads"] if nthreads is None else nthreads)
     tile_size, offset = int(tcfg["tile_size"]), int(tcfg["tile_offset"])
     base_path = Path(base_path)
@@ -295,9 +301,19 @@ def process_frame(
     timings["infer"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    candidates = candidates_from_predictions(predictions, offsets, threshold, tile_size)
-    candidates = merge_candidates(candidates, float(tcfg["merge_radius_pix"]))
+    merge_radius = float(tcfg["merge_radius_pix"])
+    cut = min(threshold, refine_min) if refine else threshold
+    candidates = merge_candidates(candidates_from_predictions(predictions, offsets, cut, tile_size), merge_radius)
+    retiles_raw = retiles = None
+    if refine:
+        candidates, retiles_raw, retiles = refine_candidates(
+            candidates, troika.channels(ref_projected), model, min_score=refine_min, views=refine_views,
+            tile_size=tile_size, batch_size=tcfg["batch_size"],
+        )
+        candidates = merge_candidates(candidates[candidates["p"] > threshold], merge_radius)
+    timings["refine"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     jd = float(troika.header_sci["OBSJD"])
     datestr = datestr_from_jd(jd)
     rows, pngs, npys, cutouts = [], [], [], []
@@ -306,6 +322,10 @@ def process_frame(
         ra, dec = np.atleast_1d(ra), np.atleast_1d(dec)
         radecstr = SkyCoord(ra=ra, dec=dec, unit="deg").to_string(style="hmsdms")
     for ni, cand in enumerate(candidates.itertuples(index=False)):
+        if getattr(cand, "retile", -1) >= 0:  # looked at again, in a tile centred on it
+            tile_raw, tile = retiles_raw[cand.retile], retiles[cand.retile]
+        else:
+            tile_raw, tile = raw[cand.tile], tiles[cand.tile]
         rows.append(
             {
                 "id": frame.name,
@@ -322,14 +342,14 @@ def process_frame(
             }
         )
         npy = out_dir / f"{frame.name}_{ni}.npy"
-        _save_npy(tiles[cand.tile], npy)
+        _save_npy(tile, npy)
         npys.append(npy)
         if write_png:
             from .plot import save_triplet_png
 
             png = out_dir / f"{frame.name}_{ni}.png"
             save_triplet_png(
-                raw[cand.tile],
+                tile_raw,
                 png,
                 reticle=(cand.x_tile, cand.y_tile),
                 title=f"{frame.name}  #{ni}  p={cand.p:.3f}",

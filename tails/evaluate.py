@@ -1060,8 +1060,8 @@ def evaluate(
         "seeds": [ecfg["seeds"][0], ecfg["seeds"][-1] + 1],
         "comets_per_frame": ecfg["comets_per_frame"],
         "magnitude": "total r magnitude of the comet (simulator truth column 'mag')",
-        "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "reproject")
-                     if k in config["tails"]},
+        "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "refine",
+                                                      "reproject") if k in config["tails"]},
         **metrics,
     }
     metrics["counts"].update(
@@ -1159,8 +1159,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         f"| localisation RMSE (px) | {num(loc['rmse_pix'])} |",
         f"| median offset (px) | {num(loc['median_pix'])} |",
         f"| 90th-percentile offset (px) | {num(loc['p90_pix'])} |",
-        f"| tiles: TPR / FPR | {pct(tiles['tpr'])} / {pct(tiles['fpr'])} |",
-        f"| tiles: ROC AUC / average precision | {num(tiles['roc_auc'], '.3f')} / "
+        f"| tiles of the tessellation: TPR / FPR | {pct(tiles['tpr'])} / {pct(tiles['fpr'])} |",
+        f"| tiles of the tessellation: ROC AUC / average precision | {num(tiles['roc_auc'], '.3f')} / "
         f"{num(tiles['average_precision'], '.3f')} |",
         "",
     ]

@@ -402,7 +402,12 @@ class Dvoika:
         """Tile boxes over the science image: see :func:`tessellate` (xboxes are row ranges)."""
         return tessellate(self.sci.shape, box_size_pix, offset)
 
-    def _channels(self, ref: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    def channels(self, ref: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """The model's input images on the science grid: sci and the re-projected reference.
+
+        ``ref`` is the re-projected reference (``self.ref_projected``, or computed with SWarp,
+        if not given).  A :class:`Troika` adds the difference image.
+        """
         if ref is None:
             ref = self.ref_projected if self.ref_projected is not None else self.reproject_ref2sci()
         return (self.sci, ref)
@@ -418,7 +423,7 @@ class Dvoika:
         ``ref`` is the re-projected reference (computed with SWarp if not given).
         """
         xboxes, yboxes = self.tessellate_boxes(box_size_pix, offset)
-        return tile_stack(self._channels(ref), xboxes, yboxes)
+        return tile_stack(self.channels(ref), xboxes, yboxes)
 
     def make_box(
         self,
@@ -472,7 +477,7 @@ class Dvoika:
             ``self.ref_projected``, computed if needed) and, for a Troika, ``"diff"``.
         """
         names = ("sci", "ref", "diff")
-        return {k: cutout(a, x, y, size) for k, a in zip(names, self._channels(ref))}
+        return {k: cutout(a, x, y, size) for k, a in zip(names, self.channels(ref))}
 
     # -- housekeeping ----------------------------------------------------------------------
     def cleanup(self, ref: bool = True, sci: bool = True) -> list[Path]:
@@ -536,5 +541,6 @@ class Troika(Dvoika):
                 f"{self.sci.shape}; they must be on one grid"
             )
 
-    def _channels(self, ref: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        return (*super()._channels(ref), self.zogy)
+    def channels(self, ref: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """sci, the re-projected reference and the difference image (see :meth:`Dvoika.channels`)."""
+        return (*super().channels(ref), self.zogy)

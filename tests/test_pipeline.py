@@ -10,34 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.wcs import WCS
 from fitsutil import FRAME_NAME, make_frame, write_irsa_frame
 from irsa_server import IrsaServer
-from keras import ops
+from toy_models import peak_model
 
 from tails.config import load_config
 from tails.detect import DETECTION_COLUMNS, process_frame
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def peak_model(size: int = 256, threshold: float = 0.1) -> keras.Model:
-    """p = 1 where the normalised difference peaks above ``threshold``; (x, y) = that peak."""
-
-    def peak(t):
-        flat = ops.reshape(t[..., 2], (-1, size * size))
-        idx = ops.argmax(flat, axis=1)
-        p = ops.cast(ops.max(flat, axis=1) > threshold, "float32")
-        col = ops.cast(idx % size, "float32") / size
-        row = ops.cast(idx // size, "float32") / size
-        return ops.stack([p, col, row], axis=1)
-
-    inp = keras.Input((size, size, 3))
-    return keras.Model(inp, keras.layers.Lambda(peak, output_shape=(3,))(inp), name="peak")
 
 
 def _gaussian(shape, x0, y0, flux, sigma=1.5):
@@ -78,6 +62,24 @@ def test_source_comes_back_at_its_pixel_and_sky_position(tmp_path):
     # the thumbnails are centred on it
     cut = result.cutouts[0]["diff"]
     assert cut.shape == (63, 63) and np.unravel_index(np.nanargmax(cut), cut.shape) == (31, 31)
+    # the .npy is the tile of the second look: centred on it, moved inside the frame (row0 44, col0 22)
+    tile = np.load(result.npy_paths[0])
+    assert np.unravel_index(np.argmax(tile[..., 2]), tile.shape[:2]) == (200 - 44, 150 - 22)
+    assert result.timings["refine"] > 0
+
+
+def test_without_the_second_look_the_tessellation_tile_is_reported(tmp_path):
+    x0, y0 = 150.0, 200.0
+    write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=_frame_with_transient(x0, y0))
+    with IrsaServer(tmp_path / "irsa") as server:
+        cfg = _config(server.url)
+        cfg["tails"]["refine"]["enabled"] = False
+        result = process_frame(FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / "out")
+    det = result.detections
+    assert len(det) == 1 and (det.loc[0, "x"], det.loc[0, "y"]) == (x0, y0)
+    # the first of the four tiles that hold it, at (0, 0), has the highest score (all are 1)
+    tile = np.load(result.npy_paths[0])
+    assert np.unravel_index(np.argmax(tile[..., 2]), tile.shape[:2]) == (200, 150)
 
 
 def test_run_tails_end_to_end_on_a_served_frame(tmp_path, fresh_checkpoint):
