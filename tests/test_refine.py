@@ -86,6 +86,30 @@ def test_a_candidate_is_looked_at_again_in_a_tile_centred_on_it():
     assert second.retile == -1 and (second.p, second.x, second.y) == (0.1, 100.0, 100.0)
 
 
+class CountingModel:
+    """A model that counts the tiles it is shown."""
+
+    def __init__(self, model):
+        self.model, self.input_shape, self.tiles = model, model.input_shape, 0
+
+    def predict_on_batch(self, x):
+        self.tiles += len(x)
+        return self.model.predict_on_batch(x)
+
+
+def test_only_a_candidate_whose_centred_tile_still_scores_is_seen_in_all_views():
+    arrays = _frame([(300.0, 200.0, 500.0)])
+    # the second candidate is on empty sky: its centred tile scores 0
+    candidates = pd.DataFrame({"tile": [0, 1], "p": [0.6, 0.7], "x": [300.0, 100.0], "y": [200.0, 100.0],
+                               "x_tile": [300.0, 100.0], "y_tile": [200.0, 100.0], "row0": [0, 0],
+                               "col0": [0, 0]})
+    model = CountingModel(peak_model())
+    out, raw, _ = refine_candidates(candidates, arrays, model, min_score=0.2, tile_size=T)
+    assert model.tiles == 2 + (MAX_VIEWS - 1)
+    assert out["retile"].tolist() == [0, 1] and len(raw) == 2
+    assert out["p"].tolist() == [1.0, 0.0] and (out.loc[0, "x"], out.loc[0, "y"]) == (300.0, 200.0)
+
+
 def test_nothing_above_min_score_leaves_the_candidates_as_they_are():
     arrays = _frame([])
     candidates = pd.DataFrame({"tile": [0], "p": [0.3], "x": [50.0], "y": [60.0], "x_tile": [50.0],
