@@ -26,6 +26,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
+from .image import cut_tiles
 from .preprocess import preprocess_tiles
 from .refine import check_refine_config, refine_candidates
 
@@ -282,8 +283,9 @@ def process_frame(
     timings["align"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    raw, offsets = troika.tiles(tile_size, offset, ref=ref_projected)
-    tiles, valid = preprocess_tiles(raw)
+    channels = troika.channels(ref_projected)
+    tiles, offsets = troika.tiles(tile_size, offset, ref=ref_projected)
+    tiles, valid = preprocess_tiles(tiles, copy=False)  # in place; candidates' raw tiles are cut again
     n_skipped = int((~valid).sum())
     if n_skipped:
         log.warning(
@@ -304,11 +306,10 @@ def process_frame(
     merge_radius = float(tcfg["merge_radius_pix"])
     cut = min(threshold, refine_min) if refine else threshold
     candidates = merge_candidates(candidates_from_predictions(predictions, offsets, cut, tile_size), merge_radius)
-    retiles_raw = retiles = None
     if refine:
-        candidates, retiles_raw, retiles = refine_candidates(
-            candidates, troika.channels(ref_projected), model, min_score=refine_min, views=refine_views,
-            tile_size=tile_size, batch_size=tcfg["batch_size"],
+        candidates = refine_candidates(
+            candidates, channels, model, min_score=refine_min, views=refine_views, tile_size=tile_size,
+            batch_size=tcfg["batch_size"],
         )
         candidates = merge_candidates(candidates[candidates["p"] > threshold], merge_radius)
     timings["refine"] = time.perf_counter() - t0
@@ -322,10 +323,9 @@ def process_frame(
         ra, dec = np.atleast_1d(ra), np.atleast_1d(dec)
         radecstr = SkyCoord(ra=ra, dec=dec, unit="deg").to_string(style="hmsdms")
     for ni, cand in enumerate(candidates.itertuples(index=False)):
-        if getattr(cand, "retile", -1) >= 0:  # looked at again, in a tile centred on it
-            tile_raw, tile = retiles_raw[cand.retile], retiles[cand.retile]
-        else:
-            tile_raw, tile = raw[cand.tile], tiles[cand.tile]
+        # the tile the model saw last: the second look's, centred on it, or the tessellation's
+        tile_raw = cut_tiles(channels, [(cand.row0, cand.col0)], tile_size)
+        tile = preprocess_tiles(tile_raw)[0][0]
         rows.append(
             {
                 "id": frame.name,
@@ -349,7 +349,7 @@ def process_frame(
 
             png = out_dir / f"{frame.name}_{ni}.png"
             save_triplet_png(
-                tile_raw,
+                tile_raw[0],
                 png,
                 reticle=(cand.x_tile, cand.y_tile),
                 title=f"{frame.name}  #{ni}  p={cand.p:.3f}",

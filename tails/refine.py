@@ -25,12 +25,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .image import cut_tiles
 from .preprocess import preprocess_tiles
 
 __all__ = [
     "MAX_VIEWS",
     "centred_offsets",
-    "cut_tiles",
     "dihedral_views",
     "undo_dihedral",
     "combine_views",
@@ -72,21 +72,6 @@ def centred_offsets(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], size: 
     col0 = np.floor(np.asarray(x, float) + 0.5).astype(np.int64) - size // 2
     row0 = np.floor(np.asarray(y, float) + 0.5).astype(np.int64) - size // 2
     return np.stack([np.clip(row0, 0, ny - size), np.clip(col0, 0, nx - size)], axis=-1).reshape(-1, 2)
-
-
-def cut_tiles(arrays: Sequence[np.ndarray], offsets: np.ndarray, size: int) -> np.ndarray:
-    """Tiles of ``size`` px at ``(row0, col0)`` offsets (inside the images), one channel per image.
-
-    Returns
-    -------
-    ndarray, shape (N, size, size, len(arrays)), float32
-    """
-    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    tiles = np.empty((len(offsets), size, size, len(arrays)), dtype=np.float32)
-    for c, a in enumerate(arrays):
-        for k, (r, q) in enumerate(offsets):
-            tiles[k, :, :, c] = a[r : r + size, q : q + size]
-    return tiles
 
 
 def _view(tile: np.ndarray, k: int) -> np.ndarray:
@@ -171,7 +156,7 @@ def refine_candidates(
     views: int = MAX_VIEWS,
     tile_size: int = 256,
     batch_size: int | None = None,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+) -> pd.DataFrame:
     """Look again at the candidates scoring above ``min_score``, in tiles centred on them.
 
     Parameters
@@ -195,27 +180,21 @@ def refine_candidates(
 
     Returns
     -------
-    candidates : pandas.DataFrame
-        The same rows, those looked at with their new ``p, x, y``, the new tile's ``row0, col0``
-        and the position in it; column ``retile`` is the row's index in ``raw`` and ``tiles``,
-        or -1 for a row not looked at again.
-    raw, tiles : ndarray, shape (M, T, T, C)
-        The new tiles of the M refined rows, raw and preprocessed.
+    pandas.DataFrame
+        The same rows, those looked at with their new ``p, x, y``, the corner ``row0, col0`` of
+        their new tile and their position ``x_tile, y_tile`` in it.
     """
     from .efficientdet import predict_tiles
 
     out = candidates.copy()
-    out["retile"] = -1
-    empty = np.zeros((0, tile_size, tile_size, len(arrays)), np.float32)
     todo = np.flatnonzero(out["p"].to_numpy() > min_score)
     if len(todo) == 0:
-        return out, empty, empty
+        return out
     offsets = centred_offsets(out["x"].to_numpy()[todo], out["y"].to_numpy()[todo], arrays[0].shape, tile_size)
-    raw = cut_tiles(arrays, offsets, tile_size)
-    tiles, valid = preprocess_tiles(raw)
-    todo, offsets, raw, tiles = todo[valid], offsets[valid], raw[valid], tiles[valid]
+    tiles, valid = preprocess_tiles(cut_tiles(arrays, offsets, tile_size), copy=False)
+    todo, offsets, tiles = todo[valid], offsets[valid], tiles[valid]
     if len(todo) == 0:
-        return out, empty, empty
+        return out
     # the centred tile first; only those that still score above min_score are seen in the other
     # views (on 2 cores, a third of the cost of all views for all)
     combined = predict_tiles(model, tiles, batch_size=batch_size).astype(np.float64)
@@ -228,9 +207,8 @@ def refine_candidates(
     log.debug("looked again at %d candidate(s), %d of them in %d views", len(todo), len(more), views)
     p, x_tile, y_tile = combined.T
     x_tile, y_tile = x_tile * tile_size, y_tile * tile_size
-    columns = ["p", "x", "y", "x_tile", "y_tile", "row0", "col0", "retile"]
-    new = [p, offsets[:, 1] + x_tile, offsets[:, 0] + y_tile, x_tile, y_tile, offsets[:, 0], offsets[:, 1],
-           np.arange(len(todo))]
+    columns = ["p", "x", "y", "x_tile", "y_tile", "row0", "col0"]
+    new = [p, offsets[:, 1] + x_tile, offsets[:, 0] + y_tile, x_tile, y_tile, offsets[:, 0], offsets[:, 1]]
     for column, values in zip(columns, new):
         out.loc[out.index[todo], column] = values
-    return out, raw, tiles
+    return out

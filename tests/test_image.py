@@ -11,7 +11,7 @@ from astropy.wcs import WCS
 from fitsutil import FRAME_NAME, make_frame, write_files
 from tails import image
 from tails.frames import DIFF_SUFFIX, parse_frame, ref_path, sci_path
-from tails.image import Dvoika, Troika, cutout, tessellate, tile_stack
+from tails.image import Dvoika, Troika, cut_tiles, cutout, tessellate, tile_stack
 from tails.irsa import IrsaClient, NotFoundError
 
 
@@ -71,6 +71,15 @@ def test_tile_stack_cuts_the_right_pixels():
             for c in range(3):
                 np.testing.assert_array_equal(tiles[k, ..., c], arrays[c][xb[0] : xb[1], yb[0] : yb[1]])
             k += 1
+
+
+def test_tiles_are_cut_at_any_corners():
+    rng = np.random.default_rng(1)
+    arrays = [rng.normal(size=(300, 280)).astype(np.float32) for _ in range(2)]
+    tiles = cut_tiles(arrays, [(44, 0), (3, 17)], 256)
+    assert tiles.shape == (2, 256, 256, 2) and tiles.dtype == np.float32
+    np.testing.assert_array_equal(tiles[1, ..., 1], arrays[1][3:259, 17:273])
+    np.testing.assert_array_equal(tiles[0, ..., 0], arrays[0][44:300, 0:256])
 
 
 def test_tile_stack_refuses_mismatched_input():

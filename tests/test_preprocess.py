@@ -87,3 +87,14 @@ def test_mixed_tiles_match_the_originals_steps():
         np.testing.assert_allclose(out[k], _original(t[k]), rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(np.linalg.norm(out.reshape(5, -1, 3), axis=1), 1.0, rtol=1e-5)
     assert (out[3, 0, :5, 2] == 0).all()
+
+
+def test_in_place_preprocessing_gives_the_same_tiles_without_a_copy():
+    t = _tile(np.random.default_rng(5), 3)
+    t[1, :3, :3, 1] = np.nan
+    t[2, 4, 4, 2] = BAD_DIFF_NEG - 1
+    expected, expected_valid = preprocess_tiles(t)
+    out, valid = preprocess_tiles(t, copy=False)
+    assert out is t or np.shares_memory(out, t)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(valid, expected_valid)

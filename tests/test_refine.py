@@ -10,7 +10,6 @@ from tails.refine import (
     centred_offsets,
     check_refine_config,
     combine_views,
-    cut_tiles,
     dihedral_views,
     refine_candidates,
     undo_dihedral,
@@ -73,17 +72,14 @@ def test_a_candidate_is_looked_at_again_in_a_tile_centred_on_it():
     # the tessellation's estimate: a few px off, from a tile whose corner is (0, 0)
     candidates = pd.DataFrame({"tile": [3, 7], "p": [0.6, 0.1], "x": [585.0, 100.0], "y": [203.0, 100.0],
                                "x_tile": [585.0, 100.0], "y_tile": [203.0, 100.0], "row0": [0, 0], "col0": [0, 0]})
-    out, raw, tiles = refine_candidates(candidates, arrays, peak_model(), min_score=0.2, tile_size=T)
-    assert raw.shape == tiles.shape == (1, T, T, 3)
+    out = refine_candidates(candidates, arrays, peak_model(), min_score=0.2, tile_size=T)
     first, second = out.iloc[0], out.iloc[1]
-    assert (first.x, first.y, first.p, first.retile) == (590.0, 200.0, 1.0, 0)
+    assert (first.x, first.y, first.p) == (590.0, 200.0, 1.0)
     # the tile is centred on the estimate in y, and moved inside the frame in x
     assert (first.row0, first.col0) == (203 - 128, 600 - T)
     assert (first.x_tile, first.y_tile) == (590.0 - (600 - T), 200.0 - (203 - 128))
-    assert np.array_equal(raw[0, :, :, 0], arrays[0][75 : 75 + T, 600 - T :])
-    assert np.array_equal(cut_tiles(arrays, [[75, 600 - T]], T), raw)
     # below min_score: untouched
-    assert second.retile == -1 and (second.p, second.x, second.y) == (0.1, 100.0, 100.0)
+    assert second.equals(candidates.iloc[1])
 
 
 class CountingModel:
@@ -104,19 +100,18 @@ def test_only_a_candidate_whose_centred_tile_still_scores_is_seen_in_all_views()
                                "x_tile": [300.0, 100.0], "y_tile": [200.0, 100.0], "row0": [0, 0],
                                "col0": [0, 0]})
     model = CountingModel(peak_model())
-    out, raw, _ = refine_candidates(candidates, arrays, model, min_score=0.2, tile_size=T)
+    out = refine_candidates(candidates, arrays, model, min_score=0.2, tile_size=T)
     assert model.tiles == 2 + (MAX_VIEWS - 1)
-    assert out["retile"].tolist() == [0, 1] and len(raw) == 2
     assert out["p"].tolist() == [1.0, 0.0] and (out.loc[0, "x"], out.loc[0, "y"]) == (300.0, 200.0)
+    assert out["row0"].tolist() == [200 - 128, 0] and out["col0"].tolist() == [300 - 128, 0]
 
 
 def test_nothing_above_min_score_leaves_the_candidates_as_they_are():
     arrays = _frame([])
     candidates = pd.DataFrame({"tile": [0], "p": [0.3], "x": [50.0], "y": [60.0], "x_tile": [50.0],
                                "y_tile": [60.0], "row0": [0], "col0": [0]})
-    out, raw, tiles = refine_candidates(candidates, arrays, peak_model(), min_score=0.5, tile_size=T)
-    assert len(raw) == len(tiles) == 0
-    assert out.drop(columns="retile").equals(candidates) and (out["retile"] == -1).all()
+    out = refine_candidates(candidates, arrays, peak_model(), min_score=0.5, tile_size=T)
+    assert out.equals(candidates)
 
 
 @pytest.mark.parametrize(
