@@ -196,7 +196,7 @@ def refine_candidates(
     if len(todo) == 0:
         return out
     # the centred tile first; only those that still score above min_score are seen in the other
-    # views (on 2 cores, a third of the cost of all views for all)
+    # views (on the benchmark's frame 6 of 9 candidates: 51 tiles instead of 72)
     combined = predict_tiles(model, tiles, batch_size=batch_size).astype(np.float64)
     more = np.flatnonzero(combined[:, 0] > min_score) if views > 1 else np.zeros(0, int)
     if len(more):
