@@ -84,17 +84,18 @@ def _view(tile: np.ndarray, k: int) -> np.ndarray:
     return tile
 
 
-def dihedral_views(tiles: np.ndarray, views: int = MAX_VIEWS) -> np.ndarray:
-    """The first ``views`` symmetries of each tile (view 0 is the tile itself), tile by tile.
+def dihedral_views(tiles: np.ndarray, views: int = MAX_VIEWS, start: int = 0) -> np.ndarray:
+    """Views ``start`` to ``views - 1`` of the symmetries of each tile (view 0 is the tile itself).
 
     Returns
     -------
-    ndarray, shape (N * views, H, W, C)
-        Row ``i * views + k`` is view k of tile i.
+    ndarray, shape (N * (views - start), H, W, C)
+        Tile by tile: row ``i * (views - start) + j`` is view ``start + j`` of tile i.
     """
-    if not 1 <= views <= MAX_VIEWS:
-        raise ValueError(f"views must be 1 to {MAX_VIEWS}, got {views}")
-    return np.stack([_view(t, k) for t in tiles for k in range(views)]).reshape(-1, *tiles.shape[1:])
+    if not 1 <= views <= MAX_VIEWS or not 0 <= start < views:
+        raise ValueError(f"views must be 1 to {MAX_VIEWS} and start below it, got {views} and {start}")
+    out = [_view(t, k) for t in tiles for k in range(start, views)]
+    return np.stack(out) if out else np.zeros((0, *tiles.shape[1:]), tiles.dtype)
 
 
 def undo_dihedral(predictions: np.ndarray, views: int, tile_size: int) -> np.ndarray:
@@ -200,8 +201,7 @@ def refine_candidates(
     combined = predict_tiles(model, tiles, batch_size=batch_size).astype(np.float64)
     more = np.flatnonzero(combined[:, 0] > min_score) if views > 1 else np.zeros(0, int)
     if len(more):
-        others = dihedral_views(tiles[more], views).reshape(len(more), views, *tiles.shape[1:])[:, 1:]
-        others = predict_tiles(model, others.reshape(-1, *tiles.shape[1:]), batch_size=batch_size)
+        others = predict_tiles(model, dihedral_views(tiles[more], views, start=1), batch_size=batch_size)
         seen = np.concatenate([combined[more, None], others.reshape(len(more), views - 1, 3)], axis=1)
         combined[more] = combine_views(undo_dihedral(seen, views, tile_size))
     log.debug("looked again at %d candidate(s), %d of them in %d views", len(todo), len(more), views)

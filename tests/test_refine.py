@@ -32,6 +32,7 @@ def test_the_views_are_the_eight_symmetries_of_the_square_with_the_tile_itself_f
     assert np.array_equal(views[0], tile[0])
     assert len({v.tobytes() for v in views}) == MAX_VIEWS
     assert np.array_equal(dihedral_views(tile, 3), views[:3])
+    assert np.array_equal(dihedral_views(tile, 8, start=1), views[1:])
     with pytest.raises(ValueError, match="1 to 8"):
         dihedral_views(tile, 9)
 
