@@ -1,4 +1,4 @@
-"""Time one full ZTF frame through Tails, stage by stage: load, align, tessellate, infer, refine, write.
+"""Time one full ZTF frame through Tails, stage by stage: load, align, tessellate, infer, refine, vet, write.
 
 The frame is simulated (3080 x 3072, as IRSA serves it) into a local IRSA-layout mirror and
 downloaded into the cache once; the timed runs then start from the cache, so the figures exclude
@@ -24,7 +24,7 @@ __all__ = ["benchmark", "benchmark_command", "timed_checkpoint"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("load", "align", "tessellate", "infer", "refine", "write")
+STAGES = ("load", "align", "tessellate", "infer", "refine", "vet", "write")
 BENCH_FRAME = "ztf_20191014495961_000570_zr_c05_o_q3"
 
 

@@ -1,11 +1,12 @@
-"""From tiles to detections: the model's scores, tile -> frame coordinates, a second look, merging, outputs.
+"""From tiles to detections: the model's scores, tile -> frame coordinates, a second look, merging, vetting, outputs.
 
 The data flow for one frame (DESIGN.md)::
 
     name -> irsa (sci, diff, ref; cached) -> image.Troika -> SWarp (ref onto sci grid)
          -> 13 x 13 tiles of 256 px -> preprocess -> Tails model (batched)
          -> threshold, tile -> frame coordinates, merge duplicates
-         -> a second look at each candidate (tails.refine), merge again, WCS -> RA/Dec, OBSJD -> time
+         -> a second look at each candidate (tails.refine), merge again
+         -> vetting: drop the point-like (tails.vet), WCS -> RA/Dec, OBSJD -> time
          -> runs/YYYYMMDD/{name}.csv, {name}_{ni}.npy, {name}_{ni}.png
 
 The pure steps (:func:`candidates_from_predictions`, :func:`merge_candidates`,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,10 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
-from .image import cut_tiles
+from .image import PLATE_SCALE, cut_tiles
 from .preprocess import preprocess_tiles
 from .refine import check_refine_config, refine_candidates
+from .vet import check_vet_config, vet_candidates
 
 __all__ = [
     "DETECTION_COLUMNS",
@@ -205,6 +208,28 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
         np.save(f, array)
 
 
+def _vet(candidates: pd.DataFrame, troika: Any, cfg: dict, name: str) -> pd.DataFrame:
+    """Keep the candidates extended beyond the PSF (:mod:`tails.vet`); the PSF's FWHM from the header."""
+    header = troika.header_sci
+    try:
+        fwhm = float(header["SEEING"]) / float(header.get("PIXSCALE", PLATE_SCALE))
+    except (KeyError, TypeError, ValueError):
+        fwhm = float("nan")
+    if not (np.isfinite(fwhm) and fwhm > 0):
+        log.warning("%s: no usable SEEING in the science header; candidates not vetted", name)
+        return candidates
+    saturate = header.get("SATURATE")
+    kept = vet_candidates(
+        candidates, troika.sci, troika.zogy, fwhm, cfg,
+        saturate=float(saturate) if isinstance(saturate, (int, float)) else None,
+        seed=zlib.crc32(name.encode()),
+    )
+    if len(kept) < len(candidates):
+        log.info("%s: %d of %d candidates dropped as point-like (tails.vet)", name,
+                 len(candidates) - len(kept), len(candidates))
+    return kept
+
+
 def process_frame(
     name: str,
     *,
@@ -222,7 +247,8 @@ def process_frame(
 
     Downloads (or reuses from the cache) the science, difference and reference images,
     re-projects the reference onto the science grid, cuts overlapping tiles, runs the model in
-    batches and writes the outputs.
+    batches, looks again at each candidate (``tails.refine``), drops those no more extended than
+    a star (``tails.vet``) and writes the outputs.
 
     Parameters
     ----------
@@ -267,6 +293,7 @@ def process_frame(
         tcfg["cleanup"] if cleanup is None else cleanup,
     )
     refine, refine_min, refine_views = check_refine_config(tcfg["refine"])
+    vet = check_vet_config(tcfg["vet"])
     nthreads = int(tcfg["nthreads"] if nthreads is None else nthreads)
     tile_size, offset = int(tcfg["tile_size"]), int(tcfg["tile_offset"])
     base_path = Path(base_path)
@@ -313,6 +340,11 @@ def process_frame(
         )
         candidates = merge_candidates(candidates[candidates["p"] > threshold], merge_radius)
     timings["refine"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if vet["enabled"] and len(candidates):
+        candidates = _vet(candidates, troika, vet, frame.name)
+    timings["vet"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     jd = float(troika.header_sci["OBSJD"])

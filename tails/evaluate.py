@@ -1060,7 +1060,7 @@ def evaluate(
         "seeds": [ecfg["seeds"][0], ecfg["seeds"][-1] + 1],
         "comets_per_frame": ecfg["comets_per_frame"],
         "magnitude": "total r magnitude of the comet (simulator truth column 'mag')",
-        "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "refine",
+        "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "refine", "vet",
                                                       "reproject") if k in config["tails"]},
         **metrics,
     }

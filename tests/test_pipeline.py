@@ -29,11 +29,12 @@ def _gaussian(shape, x0, y0, flux, sigma=1.5):
     return flux / (2 * np.pi * sigma**2) * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
 
 
-def _frame_with_transient(x0, y0, seed=3):
-    frame = make_frame(noise=2.0, seed=seed)
-    blob = _gaussian(frame.sci.shape, x0, y0, 5e4).astype(frame.sci.dtype)
+def _frame_with_transient(x0, y0, seed=3, sigma=3.0, n_sources=12):
+    """A transient in sci and diff, not in the reference: a comet if wider than the stars (1.5 px)."""
+    frame = make_frame(noise=2.0, seed=seed, n_sources=n_sources)
+    blob = _gaussian(frame.sci.shape, x0, y0, 5e4, sigma).astype(frame.sci.dtype)
     frame.sci += blob
-    frame.diff += blob  # in sci and diff, not in the reference: like a comet
+    frame.diff += blob
     return frame
 
 
@@ -68,6 +69,21 @@ def test_source_comes_back_at_its_pixel_and_sky_position(tmp_path):
     assert result.timings["refine"] > 0
 
 
+def test_vetting_drops_a_point_like_transient_and_keeps_it_when_disabled(tmp_path):
+    x0, y0 = 150.0, 200.0
+    # as sharp as the 30 stars: an asteroid, not a comet
+    write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=1.5, n_sources=30))
+    with IrsaServer(tmp_path / "irsa") as server:
+        cfg = _config(server.url)
+        vetted = process_frame(FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / "a")
+        cfg["tails"]["vet"]["enabled"] = False
+        kept = process_frame(FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / "b")
+    assert len(vetted.detections) == 0 and vetted.npy_paths == []
+    assert pd.read_csv(vetted.csv_path).columns.tolist() == DETECTION_COLUMNS  # an empty CSV all the same
+    assert len(kept.detections) == 1 and (kept.detections.loc[0, "x"], kept.detections.loc[0, "y"]) == (x0, y0)
+    assert vetted.timings["vet"] > 0 and kept.timings["vet"] < vetted.timings["vet"]
+
+
 def test_without_the_second_look_the_tessellation_tile_is_reported(tmp_path):
     x0, y0 = 150.0, 200.0
     write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=_frame_with_transient(x0, y0))
@@ -91,7 +107,9 @@ def test_run_tails_end_to_end_on_a_served_frame(tmp_path, fresh_checkpoint):
     with IrsaServer(tmp_path / "irsa") as server:
         import yaml
 
-        cfg_path.write_text(yaml.safe_dump(_config(server.url)))
+        cfg = _config(server.url)
+        cfg["tails"]["vet"]["enabled"] = False  # the untrained model's candidates are anywhere, not on a coma
+        cfg_path.write_text(yaml.safe_dump(cfg))
         r = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "run_tails.py"), f"--config={cfg_path}",
              f"--checkpoint={ckpt}", "--score_threshold=0", "--cleanup=all",

@@ -1,0 +1,398 @@
+"""Vetting: is a candidate extended beyond the point-spread function, as a comet's coma is?
+
+On simulated frames the model's commonest false positives are asteroids. An asteroid is a point
+source in the science and difference images and is absent from the reference, so it looks like a
+comet without a coma. An astronomer tells the two apart by the coma, which makes a comet fuzzier
+than a star (ZTF.md, "How comets look"). This module measures that fuzziness without any model
+of the PSF.
+
+1. The **concentration of a point source**, ``C = F(r1) / F(r2)``, is the clipped median, over
+   bright, isolated, round, unsaturated stars of the science image, of the flux within ``r1``
+   over the flux within ``r2`` (:func:`star_concentration`).
+2. For a candidate in the difference image, the **excess** ``E = F(r2) - F(r1) / C`` is the flux
+   between ``r1`` and ``r2`` beyond what a point source with the same core flux would put there.
+   It is zero up to noise for a point source and positive for a coma.
+3. Its **significance** is ``E`` over the spread of the same linear filter at blank places of
+   the difference image (:func:`blank_spread`). That spread carries the image's correlated noise
+   and its subtraction residuals with it.
+
+The radii scale with the header's seeing FWHM: ``r1`` is ``tails.vet.r1_fwhm`` FWHMs, and
+each of ``tails.vet.r2_fwhm`` gives one outer radius. A small ``r2`` suits small comae, and a
+large one suits faint, large comae. A candidate is kept if, at one ``r2`` at least, its
+significance reaches ``min_significance`` and its excess is ``min_fraction`` of ``F(r2)``
+(:func:`vet_candidates`).
+
+Nothing here reads files: the functions take arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+__all__ = [
+    "aperture_weights",
+    "excess_weights",
+    "centroid",
+    "star_concentration",
+    "blank_spread",
+    "extendedness",
+    "check_vet_config",
+    "vet_candidates",
+]
+
+log = logging.getLogger(__name__)
+
+#: Sub-pixels per pixel side when apertures are drawn, so that a pixel cut by the aperture's edge
+#: counts with the fraction of it inside.
+OVERSAMPLE = 5
+#: Stars used for the concentration: peaks at least this many robust sigmas over the median of
+#: the science image, and the highest of their surroundings out to ``ISOLATION_FWHM`` FWHMs.
+STAR_SNR = 30.0
+ISOLATION_FWHM = 4.0
+#: Largest ellipticity ``|I_xx - I_yy, 2 I_xy| / (I_xx + I_yy)`` of a star used: stars are round
+#: to ~0.1 (the simulator's PSF ellipticity is at most 0.15), satellite streaks and bleed trails
+#: are near 1.
+MAX_STAR_ELLIPTICITY = 0.3
+#: Fewest stars the concentration may be measured from (else the frame is not vetted, with a
+#: warning), and the most that are used (the brightest).
+MIN_STARS, MAX_STARS = 10, 50
+#: Blank places at which the excess filter's spread is measured.
+BLANK_PLACES = 300
+#: The candidate's peak is looked for within this many px of its reported position (the second
+#: look puts 90 % of comets within 1.75 px; README, "The second look").
+SEARCH_PX = 2.0
+#: Rounds of the centroid's first moment, each in a window centred on the last estimate.
+CENTROID_ROUNDS = 3
+
+
+def aperture_weights(x: float, y: float, radius: float, half: int) -> np.ndarray:
+    """Fraction of each pixel of a ``(2 half + 1)``-px stamp inside a circle.
+
+    Parameters
+    ----------
+    x, y : float
+        Centre of the circle, in the stamp's pixels (0-based; pixel centres at integers).
+    radius : float
+        Radius in pixels.
+    half : int
+        Half-size of the stamp.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2 half + 1, 2 half + 1)`` weights between 0 and 1.
+    """
+    n = 2 * half + 1
+    sub = (np.arange(n * OVERSAMPLE) + 0.5) / OVERSAMPLE - 0.5
+    inside = (sub[None, :] - x) ** 2 + (sub[:, None] - y) ** 2 <= radius**2
+    return inside.reshape(n, OVERSAMPLE, n, OVERSAMPLE).mean(axis=(1, 3))
+
+
+def excess_weights(x: float, y: float, r1: float, r2: float, concentration: float, half: int) -> np.ndarray:
+    """The linear filter of the excess: ``sum(w * stamp) = F(r2) - F(r1) / concentration``."""
+    return aperture_weights(x, y, r2, half) - aperture_weights(x, y, r1, half) / concentration
+
+
+def centroid(stamp: np.ndarray, fwhm: float, search: float) -> tuple[float, float]:
+    """Sub-pixel position of the brightest peak within ``search`` px of a stamp's centre.
+
+    The stamp is smoothed with a Gaussian as wide as the PSF, and its highest pixel within
+    ``search`` px of the centre is taken. The position is then refined by the first moment of
+    the smoothed stamp's positive part within one FWHM of it, :data:`CENTROID_ROUNDS` times.
+
+    Returns
+    -------
+    (float, float)
+        ``(x, y)`` in the stamp's pixels.
+    """
+    half = stamp.shape[0] // 2
+    smooth = ndimage.gaussian_filter(np.nan_to_num(stamp), fwhm / 2.3548)
+    yy, xx = np.mgrid[: stamp.shape[0], : stamp.shape[1]]
+    near = np.hypot(xx - half, yy - half) <= search
+    py, px = divmod(int(np.argmax(np.where(near, smooth, -np.inf))), stamp.shape[1])
+    x, y = float(px), float(py)
+    positive = np.maximum(smooth, 0.0)
+    for _ in range(CENTROID_ROUNDS):  # the window follows the estimate, which removes its pull
+        w = aperture_weights(x, y, max(fwhm, 1.5), half) * positive
+        if w.sum() <= 0:
+            break
+        x, y = float((w * xx).sum() / w.sum()), float((w * yy).sum() / w.sum())
+    return x, y
+
+
+def _stamp(image: np.ndarray, x: float, y: float, half: int) -> np.ndarray | None:
+    """The ``(2 half + 1)``-px stamp centred on the pixel nearest (x, y); None if it leaves the image."""
+    cx, cy = int(round(x)), int(round(y))
+    if cx - half < 0 or cy - half < 0 or cx + half >= image.shape[1] or cy + half >= image.shape[0]:
+        return None
+    return image[cy - half : cy + half + 1, cx - half : cx + half + 1]
+
+
+def _half(r2: float) -> int:
+    return int(np.ceil(r2 + 2))
+
+
+def _star_ratios(stamp: np.ndarray, fwhm: float, r1: float, r2s: Sequence[float]) -> list[float] | None:
+    """``F(r1) / F(r2)`` of a star at a stamp's centre for each ``r2``; None if not a round star."""
+    half = stamp.shape[0] // 2
+    yy, xx = np.mgrid[: stamp.shape[0], : stamp.shape[1]]
+    rho = np.hypot(xx - half, yy - half)
+    s = stamp - float(np.median(stamp[(rho > half - 3) & (rho <= half)]))  # local sky, at the edge
+    cx, cy = centroid(s, fwhm, search=1.5)
+    f1 = float((aperture_weights(cx, cy, r1, half) * s).sum())
+    w2 = aperture_weights(cx, cy, max(r2s), half) * s
+    dx, dy = xx - cx, yy - cy
+    ixx, iyy, ixy = (w2 * dx * dx).sum(), (w2 * dy * dy).sum(), (w2 * dx * dy).sum()
+    if not (ixx + iyy > 0) or np.hypot(ixx - iyy, 2 * ixy) > MAX_STAR_ELLIPTICITY * (ixx + iyy):
+        return None
+    f2 = [float((aperture_weights(cx, cy, r2, half) * s).sum()) for r2 in r2s]
+    if not all(f > 0 and 0 < f1 <= f for f in f2):
+        return None
+    return [f1 / f for f in f2]
+
+
+def _clipped_median(values: np.ndarray, k: float = 3.0, rounds: int = 3) -> np.ndarray:
+    """Median along axis 0 after dropping, ``rounds`` times, rows more than ``k`` robust sigmas off."""
+    for _ in range(rounds):
+        med = np.median(values, axis=0)
+        mad = 1.4826 * np.median(np.abs(values - med), axis=0)
+        keep = np.all((np.abs(values - med) <= k * mad) | (mad == 0), axis=1)
+        if keep.all() or keep.sum() < MIN_STARS:
+            break
+        values = values[keep]
+    return np.median(values, axis=0)
+
+
+def star_concentration(
+    sci: np.ndarray, fwhm: float, r1: float, r2s: Sequence[float], saturate: float | None = None
+) -> tuple[np.ndarray, int]:
+    """``F(r1) / F(r2)`` of a point source, from the bright, isolated, round stars of an image.
+
+    Parameters
+    ----------
+    sci : numpy.ndarray
+        The science image.
+    fwhm : float
+        PSF FWHM in pixels (the header's SEEING over PIXSCALE).
+    r1 : float
+        Inner radius, px.
+    r2s : sequence of float
+        Outer radii, px.
+    saturate : float, optional
+        Saturation level (header SATURATE); stars peaking above half of it are left out.
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        The concentration for each ``r2``, and the number of stars it was measured on.
+
+    Raises
+    ------
+    ValueError
+        If fewer than :data:`MIN_STARS` stars qualify.
+    """
+    finite = np.isfinite(sci)
+    sample = sci[finite][:: max(1, int(finite.sum()) // 200_000)]
+    if not len(sample):
+        raise ValueError("the science image has no finite pixel")
+    bkg = float(np.median(sample))
+    sigma = 1.4826 * float(np.median(np.abs(sample - bkg)))
+    img = np.where(finite, sci, bkg)
+    iso = int(np.ceil(ISOLATION_FWHM * fwhm))
+    half = _half(max(r2s)) + iso
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False
+    bright = img - bkg > STAR_SNR * sigma
+    if saturate is not None and np.isfinite(saturate):
+        bright &= img < 0.5 * saturate
+    bright[:half], bright[-half:], bright[:, :half], bright[:, -half:] = False, False, False, False
+    ys, xs = np.nonzero(bright)
+    local = img[ys, xs]
+    # a peak: the highest of its surroundings, and strictly higher than its neighbours (no plateau)
+    peak = (local == ndimage.maximum_filter(img, size=2 * iso + 1)[ys, xs]) & (
+        local > ndimage.maximum_filter(img, footprint=ring)[ys, xs]
+    )
+    ys, xs = ys[peak], xs[peak]
+    ratios = []
+    for k in np.argsort(img[ys, xs])[::-1]:
+        r = _star_ratios(img[ys[k] - half : ys[k] + half + 1, xs[k] - half : xs[k] + half + 1], fwhm, r1, r2s)
+        if r is not None:
+            ratios.append(r)
+        if len(ratios) >= MAX_STARS:
+            break
+    if len(ratios) < MIN_STARS:
+        raise ValueError(
+            f"only {len(ratios)} bright, isolated, round, unsaturated stars to measure the PSF's "
+            f"concentration with (at least {MIN_STARS} are needed)"
+        )
+    return _clipped_median(np.asarray(ratios)), len(ratios)
+
+
+def blank_spread(image: np.ndarray, weights: np.ndarray, n: int, rng: np.random.Generator) -> tuple[float, float]:
+    """Median and robust spread of ``sum(weights * stamp)`` at random places of an image.
+
+    Places with a non-finite pixel are skipped. The spread is 1.4826 times the median absolute
+    deviation, so sources that fall in a few of the places barely move it.
+
+    Returns
+    -------
+    (float, float)
+        ``(median, spread)``; the spread is NaN if fewer than 10 places were found.
+    """
+    half = weights.shape[0] // 2
+    ny, nx = image.shape
+    values = []
+    for x, y in zip(rng.integers(half, nx - half, 3 * n), rng.integers(half, ny - half, 3 * n)):
+        s = image[y - half : y + half + 1, x - half : x + half + 1]
+        if np.isfinite(s).all():
+            values.append(float((weights * s).sum()))
+        if len(values) >= n:
+            break
+    if len(values) < 10:
+        return 0.0, float("nan")
+    v = np.asarray(values)
+    med = float(np.median(v))
+    return med, 1.4826 * float(np.median(np.abs(v - med)))
+
+
+def extendedness(
+    diff: np.ndarray, x: float, y: float, fwhm: float, r1: float, r2: float, concentration: float,
+    null: tuple[float, float],
+) -> tuple[float, float]:
+    """Significance and fractional size of a candidate's flux beyond the PSF, at one ``r2``.
+
+    Parameters
+    ----------
+    diff : numpy.ndarray
+        The difference image.
+    x, y : float
+        The candidate's 0-based pixel.
+    fwhm : float
+        PSF FWHM in pixels.
+    r1, r2 : float
+        Inner and outer radii, px.
+    concentration : float
+        A point source's ``F(r1) / F(r2)`` (:func:`star_concentration`).
+    null : (float, float)
+        Median and spread of the excess filter at blank places (:func:`blank_spread`).
+
+    Returns
+    -------
+    (float, float)
+        ``(E - median) / spread`` and ``E / F(r2)``; NaN where the stamp leaves the image or
+        holds a non-finite pixel.
+    """
+    half = _half(r2)
+    stamp = _stamp(diff, x, y, half)
+    if stamp is None or not np.isfinite(stamp).all():
+        return float("nan"), float("nan")
+    # the search circle is centred on the stamp's central pixel, not on (x, y)
+    cx, cy = centroid(stamp, fwhm, search=SEARCH_PX + np.hypot(x - round(x), y - round(y)))
+    excess = float((excess_weights(cx, cy, r1, r2, concentration, half) * stamp).sum())
+    total = float((aperture_weights(cx, cy, r2, half) * stamp).sum())
+    sig = (excess - null[0]) / null[1] if null[1] > 0 else float("nan")
+    return sig, (excess / total if total > 0 else float("nan"))
+
+
+def check_vet_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the ``tails.vet`` section; raise ``ValueError`` naming the bad key.
+
+    Returns
+    -------
+    dict
+        The section, with numbers as floats and ``r2_fwhm`` as a tuple.
+    """
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"tails.vet must be a mapping, not {cfg!r}")
+    out = dict(cfg)
+    if not isinstance(out.get("enabled"), bool):
+        raise ValueError(f"tails.vet.enabled must be true or false, not {out.get('enabled')!r}")
+
+    def number(key: str, v: Any, positive: bool) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or (positive and v <= 0):
+            kind = "a positive number" if positive else "a number"
+            raise ValueError(f"tails.vet.{key} must be {kind}, not {v!r}")
+        return float(v)
+
+    out["r1_fwhm"] = number("r1_fwhm", out.get("r1_fwhm"), True)
+    r2 = out.get("r2_fwhm")
+    r2 = [r2] if isinstance(r2, (int, float)) and not isinstance(r2, bool) else r2
+    if not isinstance(r2, (list, tuple)) or not r2:
+        raise ValueError(f"tails.vet.r2_fwhm must be a number or a list of numbers, not {out.get('r2_fwhm')!r}")
+    out["r2_fwhm"] = tuple(number("r2_fwhm", v, True) for v in r2)
+    if min(out["r2_fwhm"]) <= out["r1_fwhm"]:
+        raise ValueError(
+            f"tails.vet.r2_fwhm ({list(out['r2_fwhm'])}) must all be larger than tails.vet.r1_fwhm "
+            f"({out['r1_fwhm']})"
+        )
+    out["min_significance"] = number("min_significance", out.get("min_significance"), False)
+    out["min_fraction"] = number("min_fraction", out.get("min_fraction"), False)
+    return out
+
+
+def vet_candidates(
+    candidates: pd.DataFrame, sci: np.ndarray, diff: np.ndarray, fwhm: float, cfg: Mapping[str, Any],
+    saturate: float | None = None, seed: int = 0,
+) -> pd.DataFrame:
+    """Measure each candidate's extendedness and keep those extended enough.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        With columns ``x`` and ``y`` (0-based science pixels).
+    sci, diff : numpy.ndarray
+        The science and difference images, on one grid.
+    fwhm : float
+        PSF FWHM in pixels.
+    cfg : mapping
+        The ``tails.vet`` section (:func:`check_vet_config`).
+    saturate : float, optional
+        The science image's saturation level.
+    seed : int
+        Seed of the blank places, so that a frame is always vetted the same way.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The candidates kept, with ``ext_sigma`` and ``ext_fraction`` added: the significance and
+        fraction at the ``r2`` where the significance is highest.  A candidate too near the
+        frame's edge to be measured (NaN) is kept.  If the frame has too few stars to measure
+        the PSF by, every candidate is kept, with NaN measures, and a warning is logged.
+    """
+    cfg = check_vet_config(cfg)
+    out = candidates.copy().reset_index(drop=True)
+    out["ext_sigma"], out["ext_fraction"] = np.nan, np.nan
+    if not len(out):
+        return out
+    r1 = cfg["r1_fwhm"] * fwhm
+    r2s = [r * fwhm for r in cfg["r2_fwhm"]]
+    try:
+        conc, n_stars = star_concentration(sci, fwhm, r1, r2s, saturate)
+    except ValueError as err:
+        log.warning("candidates not vetted: %s", err)
+        return out
+    rng = np.random.default_rng(seed)
+    sig = np.full((len(out), len(r2s)), np.nan)
+    frac = np.full_like(sig, np.nan)
+    for j, (r2, c) in enumerate(zip(r2s, conc)):
+        h = _half(r2)
+        null = blank_spread(diff, excess_weights(h, h, r1, r2, c, h), BLANK_PLACES, rng)
+        for i, (x, y) in enumerate(zip(out["x"], out["y"])):
+            sig[i, j], frac[i, j] = extendedness(diff, x, y, fwhm, r1, r2, c, null)
+    passes = (sig >= cfg["min_significance"]) & (frac >= cfg["min_fraction"])
+    unmeasured = np.isnan(sig).all(axis=1)
+    best = np.argmax(np.where(np.isnan(sig), -np.inf, sig), axis=1)
+    rows = np.arange(len(out))
+    out["ext_sigma"] = np.where(unmeasured, np.nan, sig[rows, best])
+    out["ext_fraction"] = np.where(unmeasured, np.nan, frac[rows, best])
+    keep = passes.any(axis=1) | unmeasured
+    log.info(
+        "vetting: a point source's F(r1)/F(r2) is %s (%d stars); %d of %d candidates are extended",
+        np.round(conc, 3).tolist(), n_stars, int(keep.sum()), len(out),
+    )
+    return out[keep].reset_index(drop=True)

@@ -1,0 +1,143 @@
+"""Vetting (:mod:`tails.vet`): point sources are dropped, comae are kept, the PSF comes from the stars.
+
+The images here are drawn in the test: Gaussian stars, a point-like transient (an asteroid) and
+a 1/rho coma convolved with the same PSF (a comet), on white noise.
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from tails import vet
+
+SIGMA_PSF = 1.2  # px
+FWHM = 2.3548 * SIGMA_PSF
+CFG = {"enabled": True, "r1_fwhm": 1.0, "r2_fwhm": [2.5, 6.0], "min_significance": 2.0, "min_fraction": 0.1}
+
+
+def _gaussian(shape, x0, y0, flux, sigma=SIGMA_PSF):
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    return flux / (2 * np.pi * sigma**2) * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
+
+
+def _coma(shape, x0, y0, flux, radius):
+    """A 1/rho coma out to ``radius`` px, seen through the Gaussian PSF."""
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    rho = np.hypot(x - x0, y - y0)
+    img = np.where(rho <= radius, 1 / np.maximum(rho, 0.5), 0.0)
+    return ndimage.gaussian_filter(flux * img / img.sum(), SIGMA_PSF)
+
+
+def _stars(shape, rng, n_side=8, flux=4e4):
+    """A grid of isolated stars at random sub-pixel positions."""
+    img = np.zeros(shape)
+    step = shape[0] // (n_side + 1)
+    for i in range(1, n_side + 1):
+        for j in range(1, n_side + 1):
+            img += _gaussian(shape, j * step + rng.uniform(-0.5, 0.5), i * step + rng.uniform(-0.5, 0.5), flux)
+    return img
+
+
+@pytest.fixture(scope="module")
+def field():
+    """sci (stars + transients + sky), diff (transients only) and the transients' positions."""
+    rng = np.random.default_rng(5)
+    shape = (420, 420)
+    stars = _stars(shape, rng)
+    asteroid = (70.3, 95.6)  # between the grid's stars
+    comet = (305.7, 258.2)
+    transients = _gaussian(shape, *asteroid, 3000) + _coma(shape, *comet, 3000, radius=8)
+    sci = 200 + stars + transients + rng.normal(0, 3, shape)
+    diff = transients + rng.normal(0, 3, shape)
+    return sci.astype(np.float32), diff.astype(np.float32), asteroid, comet
+
+
+def test_an_aperture_covers_its_area_and_its_pixels_fractionally():
+    w = vet.aperture_weights(10.3, 9.8, 4.5, half=10)
+    assert w.sum() == pytest.approx(np.pi * 4.5**2, rel=0.01)
+    assert w.max() == 1 and w.min() == 0 and ((w > 0) & (w < 1)).any()
+
+
+def test_the_centroid_finds_a_sub_pixel_peak_near_the_centre_and_ignores_one_farther_away():
+    stamp = _gaussian((21, 21), 11.3, 9.6, 1000) + _gaussian((21, 21), 3, 3, 5000)
+    x, y = vet.centroid(stamp, FWHM, search=3)
+    assert (x, y) == (pytest.approx(11.3, abs=0.1), pytest.approx(9.6, abs=0.1))
+
+
+def test_the_concentration_is_that_of_a_noiseless_star_and_ignores_a_satellite_streak(field):
+    sci = field[0].copy()
+    yy, xx = np.mgrid[: sci.shape[0], : sci.shape[1]]
+    sci += 2000 * np.exp(-0.5 * ((yy - 0.8 * xx - 20) / SIGMA_PSF) ** 2)  # a streak across the grid
+    r1, r2s = FWHM, [2.5 * FWHM, 6 * FWHM]
+    conc, n = vet.star_concentration(sci, FWHM, r1, r2s, saturate=6e4)
+    star = _gaussian((61, 61), 30.2, 29.9, 1.0)
+    truth = [(vet.aperture_weights(30.2, 29.9, r1, 30) * star).sum() / (vet.aperture_weights(30.2, 29.9, r2, 30) * star).sum()
+             for r2 in r2s]
+    assert n >= 30
+    np.testing.assert_allclose(conc, truth, atol=0.01)
+
+
+def test_too_few_stars_is_an_error_that_says_so(field):
+    with pytest.raises(ValueError, match="only 0 bright, isolated, round"):
+        vet.star_concentration(np.full((200, 200), 100.0, np.float32), FWHM, FWHM, [2.5 * FWHM])
+
+
+def test_the_asteroid_is_dropped_and_the_comet_kept(field, caplog):
+    sci, diff, asteroid, comet = field
+    cands = pd.DataFrame({"x": [asteroid[0] + 0.6, comet[0] - 0.8], "y": [asteroid[1] - 0.4, comet[1] + 0.5],
+                          "p": [0.9, 0.8]})
+    with caplog.at_level(logging.INFO, logger="tails.vet"):
+        kept = vet.vet_candidates(cands, sci, diff, FWHM, CFG, saturate=6e4, seed=1)
+    assert kept["p"].tolist() == [0.8]
+    assert kept.loc[0, "ext_sigma"] > 10 and kept.loc[0, "ext_fraction"] > 0.2
+    assert "1 of 2 candidates are extended" in caplog.text
+    # with the gate open, the asteroid's measures are those of a point source
+    everything = vet.vet_candidates(cands, sci, diff, FWHM, {**CFG, "min_significance": -1e9,
+                                                               "min_fraction": -1e9}, seed=1)
+    assert abs(everything.loc[0, "ext_sigma"]) < 2 and abs(everything.loc[0, "ext_fraction"]) < 0.05
+
+
+def test_candidates_that_cannot_be_measured_are_kept(field, caplog):
+    sci, diff, asteroid, _ = field
+    cands = pd.DataFrame({"x": [2.0, asteroid[0]], "y": [3.0, asteroid[1]], "p": [0.9, 0.8]})
+    kept = vet.vet_candidates(cands, sci, diff, FWHM, CFG, seed=1)
+    assert kept["p"].tolist() == [0.9]  # the one at the edge: its stamp leaves the frame
+    assert np.isnan(kept.loc[0, "ext_sigma"])
+    # no stars to measure the PSF by: nothing is vetted, and the log says why
+    flat = np.full_like(sci, 200.0)
+    with caplog.at_level(logging.WARNING, logger="tails.vet"):
+        kept = vet.vet_candidates(cands, flat, diff, FWHM, CFG, seed=1)
+    assert len(kept) == 2 and "candidates not vetted: only 0" in caplog.text
+    assert len(vet.vet_candidates(cands.iloc[:0], sci, diff, FWHM, CFG)) == 0
+
+
+def test_vetting_is_the_same_every_time(field):
+    sci, diff, asteroid, comet = field
+    cands = pd.DataFrame({"x": [asteroid[0], comet[0]], "y": [asteroid[1], comet[1]], "p": [0.9, 0.8]})
+    a = vet.vet_candidates(cands, sci, diff, FWHM, CFG, seed=7)
+    b = vet.vet_candidates(cands, sci, diff, FWHM, CFG, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"enabled": "yes"}, "tails.vet.enabled must be true or false"),
+        ({"r1_fwhm": 0}, "tails.vet.r1_fwhm must be a positive number"),
+        ({"r2_fwhm": []}, "tails.vet.r2_fwhm must be a number or a list"),
+        ({"r2_fwhm": [2.5, "wide"]}, "tails.vet.r2_fwhm must be a positive number, not 'wide'"),
+        ({"r2_fwhm": [0.8]}, r"must all be larger than tails.vet.r1_fwhm"),
+        ({"min_significance": None}, "tails.vet.min_significance must be a number"),
+        ({"min_fraction": float("nan")}, "tails.vet.min_fraction must be a number"),
+    ],
+)
+def test_a_bad_vet_section_is_refused_with_the_key_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        vet.check_vet_config({**CFG, **change})
+
+
+def test_a_single_outer_radius_may_be_given_as_a_number():
+    assert vet.check_vet_config({**CFG, "r2_fwhm": 3})["r2_fwhm"] == (3.0,)
