@@ -90,6 +90,8 @@ def _config(tmp: Path, checkpoint: Path, irsa, kowalski, fritz, mpc, skybot, **a
     config["fritz"] = fritz.config_section()
     config["crossmatch"].update(mpc_url=mpc.url, skybot_url=skybot.url, timeout=5)
     config["tails"].update(checkpoint=str(checkpoint), score_threshold=0.0, reproject="reproject", nthreads=1)
+    # the untrained model's candidates lie anywhere, not on a coma: vetting would drop them all
+    config["tails"]["vet"]["enabled"] = False
     a = config["sentinel"]["app"]
     a.update(post_to_fritz=True, twilight=True, cadence=2, path_base=str(tmp / "sentinel"),
              max_attempts=3, retry_after_minutes=60)
@@ -462,6 +464,7 @@ def test_bundled_model_finds_the_simulated_comet_and_posts_it_once(tmp_path, ser
     with IrsaServer(irsa_root) as sim_irsa:
         config = _config(tmp_path, Path("unused"), sim_irsa, kowalski, fritz, mpc, skybot)
         config["tails"].update(checkpoint=None, score_threshold=0.5, reproject="swarp")
+        config["tails"]["vet"]["enabled"] = True  # the detector's defaults, as the sentinel runs it
         tw = TailsWorker(config)
         tw.ledger.submit([comet_frame, empty_frame])
         assert tw.process(comet_frame, 1)["status"] == "success"
