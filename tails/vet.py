@@ -205,22 +205,22 @@ def star_concentration(
     img = np.where(finite, sci, bkg)
     iso = int(np.ceil(ISOLATION_FWHM * fwhm))
     half = _half(max(r2s)) + iso
-    ring = np.ones((3, 3), bool)
-    ring[1, 1] = False
     bright = img - bkg > STAR_SNR * sigma
     if saturate is not None and np.isfinite(saturate):
         bright &= img < 0.5 * saturate
     bright[:half], bright[-half:], bright[:, :half], bright[:, -half:] = False, False, False, False
     ys, xs = np.nonzero(bright)
-    local = img[ys, xs]
-    # a peak: the highest of its surroundings, and strictly higher than its neighbours (no plateau)
-    peak = (local == ndimage.maximum_filter(img, size=2 * iso + 1)[ys, xs]) & (
-        local > ndimage.maximum_filter(img, footprint=ring)[ys, xs]
-    )
-    ys, xs = ys[peak], xs[peak]
+    value = img[ys, xs]
+    strict = np.ones(len(ys), bool)  # higher than its 8 neighbours: a peak, not a plateau
+    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+        strict &= value > img[ys + dy, xs + dx]
+    ys, xs = ys[strict], xs[strict]
     ratios = []
     for k in np.argsort(img[ys, xs])[::-1]:
-        r = _star_ratios(img[ys[k] - half : ys[k] + half + 1, xs[k] - half : xs[k] + half + 1], fwhm, r1, r2s)
+        y, x = ys[k], xs[k]
+        if img[y - iso : y + iso + 1, x - iso : x + iso + 1].max() > img[y, x]:
+            continue  # not the highest of its surroundings: not isolated
+        r = _star_ratios(img[y - half : y + half + 1, x - half : x + half + 1], fwhm, r1, r2s)
         if r is not None:
             ratios.append(r)
         if len(ratios) >= MAX_STARS:
