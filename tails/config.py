@@ -82,7 +82,8 @@ def load_config(config_file: str | Path | None = None) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        If the file is missing or malformed, or a key is missing or unknown (named).
+        If the file is missing or malformed, a key is missing or unknown (named), or the
+        ``tails.refine`` or ``tails.vet`` section has a bad value (named).
     """
     defaults = load_defaults()
     if config_file is None:
@@ -90,4 +91,12 @@ def load_config(config_file: str | Path | None = None) -> dict[str, Any]:
     path = Path(config_file).expanduser()
     config = _read_yaml(path)
     check_config(config, defaults)
+    from .refine import check_refine_config
+    from .vet import check_vet_config
+
+    for check, section in ((check_refine_config, "refine"), (check_vet_config, "vet")):
+        try:  # the detector's own sections, checked here so that every program refuses them at once
+            check(config["tails"][section])
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return config

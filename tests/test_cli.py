@@ -47,6 +47,17 @@ def test_config_with_unknown_key_is_named(tmp_path):
     assert r.returncode == 2 and "'extra_section' is unknown" in r.stderr
 
 
+def test_a_bad_vet_section_is_refused_before_any_download(tmp_path):
+    text = (ROOT / "config.defaults.yaml").read_text().replace("    min_fraction: 0.1\n", "    min_fraction: lots\n")
+    assert "min_fraction: lots" in text
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    r = run_tails(f"--config={cfg}", f"--single_image={NAME}", f"--output_base_path={out}")
+    assert r.returncode == 2 and "tails.vet.min_fraction must be a number, not 'lots'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
 def test_help_lists_the_flags():
     r = run_tails("--help")
     text = r.stdout + r.stderr
