@@ -3,8 +3,11 @@
 On simulated frames the model's commonest false positives are asteroids. An asteroid is a point
 source in the science and difference images and is absent from the reference, so it looks like a
 comet without a coma. An astronomer tells the two apart by the coma, which makes a comet fuzzier
-than a star (ZTF.md, "How comets look"). This module measures that fuzziness without any model
-of the PSF.
+than a star (ZTF.md, "Comets as ZTF sees them": a 1/rho coma of 2" to 60" around an unresolved
+nucleus; asteroids are moving point sources). This module measures that fuzziness without any
+model of the PSF. A comet whose coma is too faint to measure is dropped with the asteroids: C/2022
+E3 (ZTF) looked asteroidal at first (ZTF.md), so ``tails.vet.enabled: false`` is there for
+searches that must not lose such comets.
 
 1. The **concentration of a point source**, ``C = F(r1) / F(r2)``, is the clipped median, over
    bright, isolated, round, unsaturated stars of the science image, of the flux within ``r1``
@@ -55,8 +58,8 @@ OVERSAMPLE = 5
 STAR_SNR = 30.0
 ISOLATION_FWHM = 4.0
 #: Largest ellipticity ``|I_xx - I_yy, 2 I_xy| / (I_xx + I_yy)`` of a star used: stars are round
-#: to ~0.1 (the simulator's PSF ellipticity is at most 0.15), satellite streaks and bleed trails
-#: are near 1.
+#: to ~0.1 (the simulator's PSF ellipticity is at most 0.12, ``tails.simulate.random_conditions``),
+#: satellite streaks and bleed trails are near 1.
 MAX_STAR_ELLIPTICITY = 0.3
 #: Fewest stars the concentration may be measured from (else the frame is not vetted, with a
 #: warning), and the most that are used (the brightest).
