@@ -69,19 +69,26 @@ def test_source_comes_back_at_its_pixel_and_sky_position(tmp_path):
     assert result.timings["refine"] > 0
 
 
-def test_vetting_drops_a_point_like_transient_and_keeps_it_when_disabled(tmp_path):
+def test_vetting_drops_a_point_like_transient_keeps_a_fuzzy_one_and_can_be_disabled(tmp_path):
     x0, y0 = 150.0, 200.0
-    # as sharp as the 30 stars: an asteroid, not a comet
-    write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=1.5, n_sources=30))
-    with IrsaServer(tmp_path / "irsa") as server:
-        cfg = _config(server.url)
-        vetted = process_frame(FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / "a")
-        cfg["tails"]["vet"]["enabled"] = False
-        kept = process_frame(FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / "b")
-    assert len(vetted.detections) == 0 and vetted.npy_paths == []
-    assert pd.read_csv(vetted.csv_path).columns.tolist() == DETECTION_COLUMNS  # an empty CSV all the same
-    assert len(kept.detections) == 1 and (kept.detections.loc[0, "x"], kept.detections.loc[0, "y"]) == (x0, y0)
-    assert vetted.timings["vet"] > 0 and kept.timings["vet"] < vetted.timings["vet"]
+    # as sharp as the 30 stars (an asteroid), and twice as wide (a small coma)
+    write_irsa_frame(tmp_path / "sharp", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=1.5, n_sources=30))
+    write_irsa_frame(tmp_path / "fuzzy", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=3.0, n_sources=30))
+    results = {}
+    for kind in ("sharp", "fuzzy"):
+        for vet in (True, False):
+            with IrsaServer(tmp_path / kind) as server:
+                cfg = _config(server.url)
+                cfg["tails"]["vet"]["enabled"] = vet
+                results[kind, vet] = process_frame(
+                    FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / f"{kind}-{vet}"
+                )
+    dropped = results["sharp", True]
+    assert len(dropped.detections) == 0 and dropped.npy_paths == []
+    assert pd.read_csv(dropped.csv_path).columns.tolist() == DETECTION_COLUMNS  # an empty CSV all the same
+    for key in (("sharp", False), ("fuzzy", True), ("fuzzy", False)):
+        det = results[key].detections
+        assert len(det) == 1 and (det.loc[0, "x"], det.loc[0, "y"]) == (x0, y0), key
 
 
 def test_without_the_second_look_the_tessellation_tile_is_reported(tmp_path):
