@@ -200,7 +200,8 @@ def star_concentration(
         If fewer than :data:`MIN_STARS` stars qualify.
     """
     finite = np.isfinite(sci)
-    sample = sci[finite][:: max(1, int(finite.sum()) // 200_000)]
+    sample = sci.ravel()[:: max(1, sci.size // 200_000)]
+    sample = sample[np.isfinite(sample)]
     if not len(sample):
         raise ValueError("the science image has no finite pixel")
     bkg = float(np.median(sample))
