@@ -1,35 +1,19 @@
 """make_triplet on real ZTF alert packets from ../shared/data/ztf_real/alerts."""
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from real_data import ALERTS, avro_alerts
+
 from tails.utils import make_triplet, plot_stack
 
-ZTF_REAL = Path(os.environ.get("TAILS_ZTF_REAL", Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"))
-ALERTS = ZTF_REAL / "alerts"
 pytestmark = pytest.mark.skipif(not (ALERTS / "alerts_index.csv").is_file(), reason="no real ZTF alerts here")
 
 
-def _avro_alerts(limit=40):
-    fastavro = pytest.importorskip("fastavro")
-    index = pd.read_csv(ALERTS / "alerts_index.csv")
-    files = [f for f in index["file"].unique() if f.endswith(".avro")]
-    out = []
-    for f in files:
-        with open(ALERTS.parent / f, "rb") as fh:
-            for rec in fastavro.reader(fh):
-                out.append(rec)
-                if len(out) >= limit:
-                    return out
-    return out
-
-
 def test_triplets_of_real_alerts():
-    alerts = _avro_alerts()
+    alerts = avro_alerts(limit=40)
     assert len(alerts) >= 10
     for alert in alerts:
         t = make_triplet(alert)
@@ -41,7 +25,7 @@ def test_triplets_of_real_alerts():
 
 
 def test_normalised_triplets_have_unit_norm_and_plot(tmp_path):
-    alert = _avro_alerts(limit=1)[0]
+    alert = avro_alerts(limit=1)[0]
     t = make_triplet(alert, normalize=True)
     np.testing.assert_allclose(np.linalg.norm(t.reshape(-1, 3), axis=0)[:1], 1.0, rtol=1e-4)
     plot_stack(t, reticles=[(31, 31)], save=tmp_path / "t.png")

@@ -17,18 +17,16 @@ Figures measured when these tests were written (real vs simulated):
   real 6 (the Didymos cutout without Didymos and its tail) vs simulated median 6.5 (1-11).
 """
 
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from real_data import ZTF_REAL, avro_alerts
 from scipy import ndimage
 
 from tails.simulate import Conditions, simulate_frame
 
-ZTF_REAL = Path(os.environ.get("TAILS_ZTF_REAL", Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"))
 pytestmark = pytest.mark.skipif(not ZTF_REAL.is_dir(), reason=f"no real ZTF data at {ZTF_REAL}")
 
 #: The exposure of the real Didymos difference, simulated under its conditions: r band, seeing
@@ -81,20 +79,13 @@ def sims() -> list:
 @pytest.fixture(scope="module")
 def alert_stamps() -> list[np.ndarray]:
     """(63, 63, 3) science / template / difference stamps of the real Avro alert packets."""
-    fastavro = pytest.importorskip("fastavro")
-    import pandas as pd
-
     from tails.alerts import make_triplet
 
-    index = pd.read_csv(ZTF_REAL / "alerts" / "alerts_index.csv")
     out = []
-    for f in index["file"].unique():
-        if f.endswith(".avro"):
-            with open(ZTF_REAL / f, "rb") as fh:
-                for rec in fastavro.reader(fh):
-                    t = make_triplet(rec)
-                    if robust_sigma(t[..., 0]) > 0:  # a few stamps are blank
-                        out.append(t)
+    for rec in avro_alerts():
+        t = make_triplet(rec)
+        if robust_sigma(t[..., 0]) > 0:  # a few stamps are blank
+            out.append(t)
     assert len(out) > 50
     return out
 
