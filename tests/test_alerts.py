@@ -1,10 +1,8 @@
 """make_triplet on real ZTF alert packets from ../shared/data/ztf_real/alerts."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
-
 from real_data import ALERTS, avro_alerts
 
 from tails.utils import make_triplet, plot_stack
