@@ -76,7 +76,7 @@ class FrameResult:
     sci_url, diff_url : str
         IRSA URLs of the science and difference images.
     timings : dict
-        Seconds spent per stage (load, align, tessellate, infer, refine, write).
+        Seconds spent per stage (load, align, tessellate, infer, refine, vet, write).
     n_tiles, n_skipped : int
         Tiles cut, and tiles skipped because they could not be normalised.
     tile_predictions : ndarray, shape (n_tiles, 3)

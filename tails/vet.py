@@ -206,7 +206,7 @@ def star_concentration(
         raise ValueError("the science image has no finite pixel")
     bkg = float(np.median(sample))
     sigma = 1.4826 * float(np.median(np.abs(sample - bkg)))
-    img = np.where(finite, sci, bkg)
+    img = sci if finite.all() else np.where(finite, sci, bkg)
     iso = int(np.ceil(ISOLATION_FWHM * fwhm))
     half = _half(max(r2s)) + iso
     bright = img - bkg > STAR_SNR * sigma
@@ -224,7 +224,7 @@ def star_concentration(
         y, x = ys[k], xs[k]
         if img[y - iso : y + iso + 1, x - iso : x + iso + 1].max() > img[y, x]:
             continue  # not the highest of its surroundings: not isolated
-        r = _star_ratios(img[y - half : y + half + 1, x - half : x + half + 1], fwhm, r1, r2s)
+        r = _star_ratios(_stamp(img, x, y, half), fwhm, r1, r2s)  # inside: bright spares the edges
         if r is not None:
             ratios.append(r)
         if len(ratios) >= MAX_STARS:

@@ -207,12 +207,9 @@ def test_validate_fits_wrong_hdu(irsa_mirror):
 
 
 def test_real_fpack_difference_image_is_valid():
-    import os
-    from pathlib import Path
+    from real_data import ZTF_REAL
 
-    env = os.environ.get("TAILS_ZTF_REAL")
-    real = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"
-    files = sorted((real / "didymos_diff").glob("*scimrefdiffimg.fits.fz"))
+    files = sorted((ZTF_REAL / "didymos_diff").glob("*scimrefdiffimg.fits.fz"))
     if not files:
         pytest.skip("real ZTF data (../shared/data/ztf_real) not available")
     for f in files:

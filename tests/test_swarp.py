@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,18 +166,14 @@ def test_config_has_original_settings():
     assert settings["BACK_SIZE"] == "128"
 
 
-def _ztf_real() -> Path:
-    env = os.environ.get("TAILS_ZTF_REAL")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf_real"
-
-
 @needs_swarp
 def test_swarp_on_a_real_ztf_tpv_header():
     """A real IRSA difference image (TPV WCS, 274 cards): a grid shifted by whole pixels is
     re-projected back exactly, and the uncovered band is NaN."""
     from astropy.io import fits
+    from real_data import ZTF_REAL
 
-    files = sorted((_ztf_real() / "didymos_diff").glob("*size256*scimrefdiffimg.fits.fz"))
+    files = sorted((ZTF_REAL / "didymos_diff").glob("*size256*scimrefdiffimg.fits.fz"))
     if not files:
         pytest.skip("real ZTF data (../shared/data/ztf_real) not available")
     data = fits.getdata(files[0], 1).astype(np.float32)
