@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -204,7 +205,29 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
 
 
-def _guarded(func: Callable[..., Any], argv: list[str] | None) -> int:
+def _refuse_unknown_flags(func: Callable[..., Any], argv: list[str], name: str) -> None:
+    """Refuse a ``--flag`` that ``func`` does not take, before anything runs.
+
+    fire applies the flags a function does not consume to its *result*, after calling it with
+    its defaults: a mistyped flag of ``tails train`` would otherwise start a default training run.
+    """
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = set(params) | {"help", "h", "interactive", "i", "separator", "completion", "trace", "verbose"}
+    for arg in argv:
+        if arg == "--":  # fire's own flags follow
+            return
+        if not arg.startswith("--"):
+            continue
+        flag = arg[2:].split("=", 1)[0].replace("-", "_")
+        if flag in known or (flag.startswith("no") and flag[2:] in params):
+            continue
+        raise UsageError(f"{name} has no flag --{flag}; its flags are "
+                         + ", ".join(f"--{p}" for p in params if params[p].kind is not inspect.Parameter.VAR_POSITIONAL))
+
+
+def _guarded(func: Callable[..., Any], argv: list[str] | None, name: str = "tails") -> int:
     """Run a fire command; turn known input errors into a one-line message and exit code 2."""
     import fire
 
@@ -217,7 +240,8 @@ def _guarded(func: Callable[..., Any], argv: list[str] | None) -> int:
     expected = (UsageError, ConfigError, ValueError, FileNotFoundError, FileExistsError,
                 DownloadError, KowalskiError, ModelFetchError, EvaluationError)
     try:
-        fire.Fire(func, command=argv, name="tails")
+        _refuse_unknown_flags(func, sys.argv[1:] if argv is None else argv, name)
+        fire.Fire(func, command=argv, name=name)
     except expected as e:
         print(f"tails: error: {e}", file=sys.stderr)
         return 2
@@ -238,53 +262,56 @@ def _run_and_summarise(*args: Any, **kwargs: Any) -> None:
 def run_main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/run_tails.py``: the ``run`` command with the original's flags."""
     _setup_logging()
-    return _guarded(_run_and_summarise, argv)
+    return _guarded(_run_and_summarise, argv, name="run_tails.py")
 
 
-def _commands() -> dict[str, Callable[..., Any]]:
-    def simulate(*args: Any, **kwargs: Any) -> Any:
-        """Simulate ZTF frames into an IRSA-layout folder (see tails.simulate.simulate_command)."""
+def _average(*checkpoints: str, output: str) -> str:
+    """Average checkpoints of one model into one weights file (see
+    tails.efficientdet.average_checkpoints)."""
+    from .efficientdet import average_checkpoints
+
+    return str(average_checkpoints(checkpoints, output))
+
+
+def _commands() -> dict[str, Callable[[], Callable[..., Any]]]:
+    """The ``tails`` sub-commands, each as a loader of its function.
+
+    The functions are imported only when their command runs (``tails simulate`` need not load
+    Keras), and fire is handed the function itself, so that ``--help`` shows its own flags and
+    docstring and an unknown flag is refused as a usage error.
+    """
+
+    def simulate() -> Callable[..., Any]:
         from .simulate import simulate_command
 
-        return simulate_command(*args, **kwargs)
+        return simulate_command
 
-    def train(*args: Any, **kwargs: Any) -> Any:
-        """Train Tails() from a YAML config (see tails.train.train_command)."""
+    def train() -> Callable[..., Any]:
         from .train import train_command
 
-        return train_command(*args, **kwargs)
+        return train_command
 
-    def evaluate(*args: Any, **kwargs: Any) -> Any:
-        """Evaluate a model on held-out simulated frames (see tails.evaluate.evaluate_command)."""
+    def evaluate() -> Callable[..., Any]:
         from .evaluate import evaluate_command
 
-        return evaluate_command(*args, **kwargs)
+        return evaluate_command
 
-    def average(*checkpoints: str, output: str) -> str:
-        """Average checkpoints of one model into one weights file (see
-        tails.efficientdet.average_checkpoints)."""
-        from .efficientdet import average_checkpoints
-
-        return str(average_checkpoints(checkpoints, output))
-
-    def fetch_models(*args: Any, **kwargs: Any) -> Any:
-        """Download models from the configured base URL (see tails.models.fetch_models)."""
+    def fetch_models() -> Callable[..., Any]:
         from .models import fetch_models as _fetch
 
-        return _fetch(*args, **kwargs)
+        return _fetch
 
-    def benchmark(*args: Any, **kwargs: Any) -> Any:
-        """Time one full frame stage by stage (see tails.benchmark.benchmark_command)."""
+    def benchmark() -> Callable[..., Any]:
         from .benchmark import benchmark_command
 
-        return benchmark_command(*args, **kwargs)
+        return benchmark_command
 
     return {
-        "run": _run_and_summarise,
+        "run": lambda: _run_and_summarise,
         "simulate": simulate,
         "train": train,
         "evaluate": evaluate,
-        "average": average,
+        "average": lambda: _average,
         "fetch-models": fetch_models,
         "benchmark": benchmark,
     }
@@ -300,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in commands:
         print("usage: tails {" + ",".join(commands) + "} [--flag=value ...]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return _guarded(commands[argv[0]], argv[1:])
+    return _guarded(commands[argv[0]](), argv[1:], name=f"tails {argv[0]}")
 
 
 if __name__ == "__main__":  # pragma: no cover

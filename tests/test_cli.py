@@ -28,6 +28,7 @@ def run_tails(*args, cwd=None):
         ([f"--single_image={NAME}", "--nthreads=0"], "nthreads must be a positive integer"),
         ([], "give exactly one of --single_image=NAME or --date=YYYYMMDD"),
         (["--date=2020-10-15"], "--date must be a UTC date YYYYMMDD"),
+        ([f"--single_imag={NAME}"], "run_tails.py has no flag --single_imag; its flags are --config, "),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(tmp_path, args, message):
@@ -64,3 +65,23 @@ def test_help_lists_the_flags():
     for flag in ("config", "checkpoint", "score_threshold", "cleanup", "single_image", "date", "twilight",
                  "nthreads", "output_base_path"):
         assert flag in text
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "simulate", "benchmark", "fetch-models"])
+def test_a_mistyped_flag_of_a_tails_command_is_refused_before_it_runs(command, tmp_path, monkeypatch, capsys):
+    # fire would call the command with its defaults and apply the flag to the result: a
+    # mistyped flag of `tails train` started a default training run
+    from tails.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "--no_such_flag=1"]) == 2
+    assert f"tails {command} has no flag --no_such_flag; its flags are --" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_tails_train_help_shows_its_own_flags(capsys):
+    from tails.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().err  # fire writes its help to stderr
+    assert "tails train" in text and "--max_epochs" in text and "--overwrite" in text
