@@ -15,11 +15,16 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-__all__ = ["run", "main", "run_main"]
+__all__ = ["run", "main", "run_main", "refuse_unknown_flags"]
 
 log = logging.getLogger("tails")
+
+
+#: fire's own flags, which it also takes before its ``--`` separator
+#: (https://github.com/google/python-fire/blob/master/docs/using-cli.md#flags)
+_FIRE_FLAGS = frozenset({"help", "h", "interactive", "i", "separator", "completion", "trace", "verbose", "v"})
 
 
 class UsageError(ValueError):
@@ -205,26 +210,30 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
 
 
-def _refuse_unknown_flags(func: Callable[..., Any], argv: list[str], name: str) -> None:
-    """Refuse a ``--flag`` that ``func`` does not take, before anything runs.
+def refuse_unknown_flags(argv: Sequence[str], name: str, *funcs: Callable[..., Any]) -> None:
+    """Refuse a ``--flag`` that none of ``funcs`` takes, before anything runs.
 
-    fire applies the flags a function does not consume to its *result*, after calling it with
-    its defaults: a mistyped flag of ``tails train`` would otherwise start a default training run.
+    fire applies the flags a command does not consume to its *result*, after calling it with its
+    defaults: a mistyped flag of ``tails train`` would otherwise start a default training run.
+
+    Raises
+    ------
+    UsageError
+        Naming the flag and the flags the command has.
     """
-    params = inspect.signature(func).parameters
+    params = {k: p for f in funcs for k, p in inspect.signature(f).parameters.items()
+              if k != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    known = set(params) | {"help", "h", "interactive", "i", "separator", "completion", "trace", "verbose"}
     for arg in argv:
-        if arg == "--":  # fire's own flags follow
+        if arg == "--":  # fire's own flags (--help, --trace, ...) follow
             return
         if not arg.startswith("--"):
             continue
         flag = arg[2:].split("=", 1)[0].replace("-", "_")
-        if flag in known or (flag.startswith("no") and flag[2:] in params):
+        if flag in params or flag in _FIRE_FLAGS or (flag.startswith("no") and flag[2:] in params):
             continue
-        raise UsageError(f"{name} has no flag --{flag}; its flags are "
-                         + ", ".join(f"--{p}" for p in params if params[p].kind is not inspect.Parameter.VAR_POSITIONAL))
+        raise UsageError(f"{name} has no flag --{flag}; its flags are " + ", ".join(f"--{p}" for p in params))
 
 
 def _guarded(func: Callable[..., Any], argv: list[str] | None, name: str = "tails") -> int:
@@ -240,7 +249,7 @@ def _guarded(func: Callable[..., Any], argv: list[str] | None, name: str = "tail
     expected = (UsageError, ConfigError, ValueError, FileNotFoundError, FileExistsError,
                 DownloadError, KowalskiError, ModelFetchError, EvaluationError)
     try:
-        _refuse_unknown_flags(func, sys.argv[1:] if argv is None else argv, name)
+        refuse_unknown_flags(sys.argv[1:] if argv is None else argv, name, func)
         fire.Fire(func, command=argv, name=name)
     except expected as e:
         print(f"tails: error: {e}", file=sys.stderr)

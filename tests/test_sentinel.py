@@ -196,6 +196,21 @@ def test_cli_checks_config_and_dependencies(tmp_path):
     assert mod.main(["up", f"--config={tmp_path / 'missing.yaml'}"]) == 2
 
 
+def test_cli_refuses_a_mistyped_flag_before_the_command_runs(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sentinel_cli", ROOT / "sentinel.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text((ROOT / "config.defaults.yaml").read_text())
+    # fire would have brought the service up natively, then complained about --natve
+    assert mod.main(["up", f"--config={cfg}", "--natve"]) == 2
+    err = capsys.readouterr().err
+    assert "sentinel.py up has no flag --natve; its flags are --config, --build, --native, --mongo" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
 # -- TailsWorker in this process ---------------------------------------------------------------
 @pytest.fixture
 def worker_env(tmp_path, checkpoint, services):
