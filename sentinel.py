@@ -213,21 +213,18 @@ class Sentinel:
 def main(argv: list[str] | None = None) -> int:
     import fire
 
+    from tails.cli import UsageError, refuse_unknown_flags
+
     argv = list(sys.argv[1:] if argv is None else argv)
     # python-fire maps `fetch-models` to fetch_models itself; accept the original's spelling too
     argv = [a.replace("supervisord-conf", "supervisord_conf") for a in argv]
-    from tails.cli import UsageError, refuse_unknown_flags
-
     try:
         command = getattr(Sentinel, argv[0].replace("-", "_"), None) if argv else None
         if callable(command):
             # fire would run the command, then complain about a mistyped flag
             refuse_unknown_flags(argv[1:], f"sentinel.py {argv[0]}", Sentinel.__init__, command)
         fire.Fire(Sentinel, command=argv, name="sentinel.py")
-    except UsageError as e:
-        print(f"[✗] {e}", file=sys.stderr)
-        return 2
-    except SentinelCliError as e:
+    except (UsageError, SentinelCliError) as e:
         print(f"[✗] {e}", file=sys.stderr)
         return 2
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -282,61 +283,31 @@ def _average(*checkpoints: str, output: str) -> str:
     return str(average_checkpoints(checkpoints, output))
 
 
-def _commands() -> dict[str, Callable[[], Callable[..., Any]]]:
-    """The ``tails`` sub-commands, each as a loader of its function.
-
-    The functions are imported only when their command runs (``tails simulate`` need not load
-    Keras), and fire is handed the function itself, so that ``--help`` shows its own flags and
-    docstring and an unknown flag is refused as a usage error.
-    """
-
-    def simulate() -> Callable[..., Any]:
-        from .simulate import simulate_command
-
-        return simulate_command
-
-    def train() -> Callable[..., Any]:
-        from .train import train_command
-
-        return train_command
-
-    def evaluate() -> Callable[..., Any]:
-        from .evaluate import evaluate_command
-
-        return evaluate_command
-
-    def fetch_models() -> Callable[..., Any]:
-        from .models import fetch_models as _fetch
-
-        return _fetch
-
-    def benchmark() -> Callable[..., Any]:
-        from .benchmark import benchmark_command
-
-        return benchmark_command
-
-    return {
-        "run": lambda: _run_and_summarise,
-        "simulate": simulate,
-        "train": train,
-        "evaluate": evaluate,
-        "average": lambda: _average,
-        "fetch-models": fetch_models,
-        "benchmark": benchmark,
-    }
+#: The ``tails`` sub-commands: the module and function each runs.  A command's module is
+#: imported only when it runs (``tails simulate`` need not load Keras), and fire is handed the
+#: function itself, so that ``--help`` shows its own flags and docstring.
+_COMMANDS = {
+    "run": ("tails.cli", "_run_and_summarise"),
+    "simulate": ("tails.simulate", "simulate_command"),
+    "train": ("tails.train", "train_command"),
+    "evaluate": ("tails.evaluate", "evaluate_command"),
+    "average": ("tails.cli", "_average"),
+    "fetch-models": ("tails.models", "fetch_models"),
+    "benchmark": ("tails.benchmark", "benchmark_command"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tails`` command."""
     _setup_logging()
     argv = sys.argv[1:] if argv is None else argv
-    commands = _commands()
     if argv and argv[0] in ("fetch_models",):
         argv = ["fetch-models", *argv[1:]]
-    if not argv or argv[0] not in commands:
-        print("usage: tails {" + ",".join(commands) + "} [--flag=value ...]", file=sys.stderr)
+    if not argv or argv[0] not in _COMMANDS:
+        print("usage: tails {" + ",".join(_COMMANDS) + "} [--flag=value ...]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return _guarded(commands[argv[0]](), argv[1:], name=f"tails {argv[0]}")
+    module, function = _COMMANDS[argv[0]]
+    return _guarded(getattr(importlib.import_module(module), function), argv[1:], name=f"tails {argv[0]}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -174,12 +174,18 @@ def test_supervisord_conf_from_config(tmp_path):
     assert path.is_file() and (tmp_path / "base" / "logs").is_dir()
 
 
-def test_cli_checks_config_and_dependencies(tmp_path):
+def _sentinel_cli():
+    """sentinel.py, the script, as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("sentinel_cli", ROOT / "sentinel.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cli_checks_config_and_dependencies(tmp_path):
+    mod = _sentinel_cli()
     with pytest.raises(mod.SentinelCliError, match="copy config.defaults.yaml"):
         mod.check_config(tmp_path / "config.yaml")
     bad = load_config()
@@ -197,11 +203,7 @@ def test_cli_checks_config_and_dependencies(tmp_path):
 
 
 def test_cli_refuses_a_mistyped_flag_before_the_command_runs(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sentinel_cli", ROOT / "sentinel.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _sentinel_cli()
     cfg = tmp_path / "config.yaml"
     cfg.write_text((ROOT / "config.defaults.yaml").read_text())
     # fire would have brought the service up natively, then complained about --natve
