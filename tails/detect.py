@@ -31,7 +31,7 @@ from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
 from .image import PLATE_SCALE, cut_tiles
 from .preprocess import preprocess_tiles
 from .refine import check_refine_config, refine_candidates
-from .vet import check_vet_config, vet_candidates
+from .vet import check_vet_config, measure_candidates
 
 __all__ = [
     "DETECTION_COLUMNS",
@@ -85,6 +85,12 @@ class FrameResult:
         ``(row0, col0)`` of every tile.
     tile_valid : ndarray of bool, shape (n_tiles,)
         False for the skipped tiles.
+    candidates : pandas.DataFrame
+        Every candidate over the threshold after the second look and merging, vetted or not:
+        ``p_tile`` (its score in the tessellation's tile, before the second look), ``p``, ``x``,
+        ``y``, their tile's ``row0, col0`` and ``x_tile, y_tile`` in it, and vetting's
+        ``ext_sigma``, ``ext_fraction`` and ``extended`` (NaN, NaN and True where vetting is
+        off).  The detections are the extended ones.
     """
 
     name: str
@@ -101,6 +107,7 @@ class FrameResult:
     tile_predictions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
     tile_offsets: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), int))
     tile_valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def check_run_options(score_threshold: float, cleanup: str) -> tuple[float, str]:
@@ -209,7 +216,7 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
 
 
 def _vet(candidates: pd.DataFrame, troika: Any, cfg: dict, name: str) -> pd.DataFrame:
-    """Keep the candidates extended beyond the PSF (:mod:`tails.vet`); the PSF's FWHM from the header."""
+    """Mark the candidates extended beyond the PSF (:mod:`tails.vet`); the PSF's FWHM from the header."""
     header = troika.header_sci
     try:
         fwhm = float(header["SEEING"]) / float(header.get("PIXSCALE", PLATE_SCALE))
@@ -217,17 +224,21 @@ def _vet(candidates: pd.DataFrame, troika: Any, cfg: dict, name: str) -> pd.Data
         fwhm = float("nan")
     if not (np.isfinite(fwhm) and fwhm > 0):
         log.warning("%s: no usable SEEING in the science header; candidates not vetted", name)
-        return candidates
+        return _unvetted(candidates)
     saturate = header.get("SATURATE")
-    kept = vet_candidates(
+    measured = measure_candidates(
         candidates, troika.sci, troika.zogy, fwhm, cfg,
         saturate=float(saturate) if isinstance(saturate, (int, float)) else None,
         seed=zlib.crc32(name.encode()),
     )
-    if len(kept) < len(candidates):
-        log.info("%s: %d of %d candidates dropped as point-like (tails.vet)", name,
-                 len(candidates) - len(kept), len(candidates))
-    return kept
+    dropped = int((~measured["extended"]).sum())
+    if dropped:
+        log.info("%s: %d of %d candidates dropped as point-like (tails.vet)", name, dropped, len(candidates))
+    return measured
+
+
+def _unvetted(candidates: pd.DataFrame) -> pd.DataFrame:
+    return candidates.reset_index(drop=True).assign(ext_sigma=np.nan, ext_fraction=np.nan, extended=True)
 
 
 def process_frame(
@@ -333,6 +344,7 @@ def process_frame(
     merge_radius = float(tcfg["merge_radius_pix"])
     cut = min(threshold, refine_min) if refine else threshold
     candidates = merge_candidates(candidates_from_predictions(predictions, offsets, cut, tile_size), merge_radius)
+    candidates["p_tile"] = candidates["p"]  # the tessellation's score, before any second look
     if refine:
         candidates = refine_candidates(
             candidates, channels, model, min_score=refine_min, views=refine_views, tile_size=tile_size,
@@ -342,8 +354,8 @@ def process_frame(
     timings["refine"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if vet["enabled"] and len(candidates):
-        candidates = _vet(candidates, troika, vet, frame.name)
+    measured = _vet(candidates, troika, vet, frame.name) if vet["enabled"] and len(candidates) else _unvetted(candidates)
+    candidates = measured[measured["extended"]].reset_index(drop=True)
     timings["vet"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -414,4 +426,5 @@ def process_frame(
         tile_predictions=predictions,
         tile_offsets=offsets,
         tile_valid=valid,
+        candidates=measured,
     )

@@ -28,8 +28,11 @@ are those of the product at each threshold, not an approximation.
 
 The report folder (``evaluate.output_dir``) holds ``metrics.json`` (every number), the plots
 ``fnr_fpr_vs_threshold.png``, ``roc.png``, ``pr.png`` and ``offsets.png``, and the tables
-``comets.csv``, ``detections.csv`` and ``tiles.csv``, and ``summary.md`` (the tables of a model
-card).  It is written to a temporary folder and moved into place at the end, so an interrupted
+``comets.csv``, ``detections.csv``, ``candidates.csv`` and ``tiles.csv``, and ``summary.md`` (the
+tables of a model card).  ``candidates.csv`` holds every candidate the second look left, those
+vetting dropped too, with its score before and after the second look and vetting's measures
+(:attr:`tails.detect.FrameResult.candidates`), so that the detector's later stages can be studied
+without running the model again.  It is written to a temporary folder and moved into place at the end, so an interrupted
 evaluation leaves no partial report.
 """
 
@@ -60,6 +63,7 @@ __all__ = [
     "COMA_BINS",
     "SNR_BINS",
     "REPORT_FILES",
+    "CANDIDATE_COLUMNS",
     "check_evaluate_config",
     "markdown_report",
     "Matches",
@@ -130,8 +134,17 @@ REPORT_FILES = (
     "offsets.png",
     "comets.csv",
     "detections.csv",
+    "candidates.csv",
     "tiles.csv",
     "summary.md",
+)
+
+#: Columns of ``candidates.csv``: the frame, its seed, the candidate as
+#: :attr:`tails.detect.FrameResult.candidates` has it, and its match with the truth, as in
+#: ``detections.csv``.
+CANDIDATE_COLUMNS = (
+    "frame", "seed", "p_tile", "p", "x", "y", "ext_sigma", "ext_fraction", "extended", "true",
+    "nearest_comet_pix",
 )
 
 #: Thresholds of the sampled curves in metrics.json: a 0.01 grid plus the high end, where a trained
@@ -830,6 +843,7 @@ def _frame_tile_scores(result: Any) -> pd.DataFrame:
 class _Collected:
     comets: list[pd.DataFrame] = field(default_factory=list)
     detections: list[pd.DataFrame] = field(default_factory=list)
+    candidates: list[pd.DataFrame] = field(default_factory=list)
     tiles: list[pd.DataFrame] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     frames: int = 0
@@ -932,6 +946,15 @@ def _evaluate_frame(
             }
         )
     )
+
+    cands = result.candidates
+    if len(cands):
+        mc = match_detections(cands[["x", "y"]].to_numpy(float), cands["p"].to_numpy(float), nuclei, radius)
+        table = cands.reindex(columns=list(CANDIDATE_COLUMNS[2:-2]))
+        table.insert(0, "frame", name)
+        table.insert(1, "seed", seed)
+        table["true"], table["nearest_comet_pix"] = mc.detection_true, mc.detection_distance
+        acc.candidates.append(table)
 
     tiles = _frame_tile_scores(result)
     comets_pix = comets.assign(coma_pix=coma / pixscale)
@@ -1049,6 +1072,7 @@ def evaluate(
 
     comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "best_p", "offset_pix"])
     detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix"])
+    candidates = _concat(acc.candidates, list(CANDIDATE_COLUMNS))
     tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])
     metrics = compute_metrics(comets, detections, tiles, acc.frames, ecfg["score_threshold"])
     metrics = {
@@ -1078,18 +1102,19 @@ def evaluate(
     metrics["files"] = list(REPORT_FILES)
     metrics = _json_safe(metrics)
 
-    _write_report(out, metrics, comets, detections, tiles, overwrite)
+    _write_report(out, metrics, comets, detections, candidates, tiles, overwrite)
     log.info("report written to %s", out)
     return metrics
 
 
 def _write_report(out: Path, metrics: dict, comets: pd.DataFrame, detections: pd.DataFrame,
-                  tiles: pd.DataFrame, overwrite: bool) -> None:
+                  candidates: pd.DataFrame, tiles: pd.DataFrame, overwrite: bool) -> None:
     """Write the whole report into a temporary folder, then move it onto ``out``."""
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
     try:
         comets.to_csv(stage / "comets.csv", index=False)
         detections.to_csv(stage / "detections.csv", index=False)
+        candidates.to_csv(stage / "candidates.csv", index=False)
         tiles.to_csv(stage / "tiles.csv", index=False)
         plot_fnr_fpr(metrics, stage / "fnr_fpr_vs_threshold.png")
         plot_roc(metrics, stage / "roc.png")

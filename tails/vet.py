@@ -23,7 +23,8 @@ The radii scale with the header's seeing FWHM: ``r1`` is ``tails.vet.r1_fwhm`` F
 each of ``tails.vet.r2_fwhm`` gives one outer radius. A small ``r2`` suits small comae, and a
 large one suits faint, large comae. A candidate is kept if, at one ``r2`` at least, its
 significance reaches ``min_significance`` and its excess is ``min_fraction`` of ``F(r2)``
-(:func:`vet_candidates`).
+(:func:`measure_candidates` measures and marks every candidate, :func:`vet_candidates` keeps
+the extended ones).
 
 Nothing here reads files: the functions take arrays.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "blank_spread",
     "extendedness",
     "check_vet_config",
+    "measure_candidates",
     "vet_candidates",
 ]
 
@@ -339,11 +341,11 @@ def check_vet_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def vet_candidates(
+def measure_candidates(
     candidates: pd.DataFrame, sci: np.ndarray, diff: np.ndarray, fwhm: float, cfg: Mapping[str, Any],
     saturate: float | None = None, seed: int = 0,
 ) -> pd.DataFrame:
-    """Measure each candidate's extendedness and keep those extended enough.
+    """Measure each candidate's extendedness, and say which candidates vetting keeps.
 
     Parameters
     ----------
@@ -363,14 +365,15 @@ def vet_candidates(
     Returns
     -------
     pandas.DataFrame
-        The candidates kept, with ``ext_sigma`` and ``ext_fraction`` added: the significance and
-        fraction at the ``r2`` where the significance is highest.  A candidate too near the
-        frame's edge to be measured (NaN) is kept.  If the frame has too few stars to measure
-        the PSF by, every candidate is kept, with NaN measures, and a warning is logged.
+        Every candidate, in order, with ``ext_sigma`` and ``ext_fraction`` added (the
+        significance and fraction at the ``r2`` where the significance is highest) and
+        ``extended``: whether vetting keeps it.  A candidate too near the frame's edge to be
+        measured (NaN) is kept.  If the frame has too few stars to measure the PSF by, every
+        candidate is kept, with NaN measures, and a warning is logged.
     """
     cfg = check_vet_config(cfg)
     out = candidates.copy().reset_index(drop=True)
-    out["ext_sigma"], out["ext_fraction"] = np.nan, np.nan
+    out["ext_sigma"], out["ext_fraction"], out["extended"] = np.nan, np.nan, True
     if not len(out):
         return out
     r1 = cfg["r1_fwhm"] * fwhm
@@ -394,9 +397,24 @@ def vet_candidates(
     rows = np.arange(len(out))
     out["ext_sigma"] = np.where(unmeasured, np.nan, sig[rows, best])
     out["ext_fraction"] = np.where(unmeasured, np.nan, frac[rows, best])
-    keep = passes.any(axis=1) | unmeasured
+    out["extended"] = passes.any(axis=1) | unmeasured
     log.info(
         "vetting: a point source's F(r1)/F(r2) is %s (%d stars); %d of %d candidates are extended",
-        np.round(conc, 3).tolist(), n_stars, int(keep.sum()), len(out),
+        np.round(conc, 3).tolist(), n_stars, int(out["extended"].sum()), len(out),
     )
-    return out[keep].reset_index(drop=True)
+    return out
+
+
+def vet_candidates(
+    candidates: pd.DataFrame, sci: np.ndarray, diff: np.ndarray, fwhm: float, cfg: Mapping[str, Any],
+    saturate: float | None = None, seed: int = 0,
+) -> pd.DataFrame:
+    """The candidates that vetting keeps, with their measures (:func:`measure_candidates`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The candidates kept, with ``ext_sigma`` and ``ext_fraction`` added.
+    """
+    out = measure_candidates(candidates, sci, diff, fwhm, cfg, saturate=saturate, seed=seed)
+    return out[out["extended"]].drop(columns="extended").reset_index(drop=True)

@@ -14,6 +14,7 @@ from tails.config import ConfigError, load_config
 from tails.evaluate import (
     COMA_BINS,
     MAGNITUDE_BINS,
+    CANDIDATE_COLUMNS,
     REPORT_FILES,
     binned_recall,
     check_evaluate_config,
@@ -267,7 +268,14 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
     for png in ("fnr_fpr_vs_threshold.png", "roc.png", "pr.png", "offsets.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # at threshold 0 every tile's candidate is scored: the detections are the merged tiles
-    assert len(pd.read_csv(out / "detections.csv")) >= 1
+    detections = pd.read_csv(out / "detections.csv")
+    assert len(detections) >= 1
+    # every candidate is in candidates.csv, those vetting dropped too; the kept ones are the detections
+    candidates = pd.read_csv(out / "candidates.csv")
+    assert candidates.columns.tolist() == list(CANDIDATE_COLUMNS)
+    assert candidates["p_tile"].notna().all() and len(candidates) >= len(detections)
+    kept = candidates[candidates["extended"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept[["p", "x", "y", "true"]], detections[["p", "x", "y", "true"]])
     # no working files are left beside the report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
 

@@ -89,6 +89,14 @@ def test_vetting_drops_a_point_like_transient_keeps_a_fuzzy_one_and_can_be_disab
     for key in (("sharp", False), ("fuzzy", True), ("fuzzy", False)):
         det = results[key].detections
         assert len(det) == 1 and (det.loc[0, "x"], det.loc[0, "y"]) == (x0, y0), key
+    # the candidate vetting dropped is still in the result, with the measures it was dropped for
+    cands = dropped.candidates
+    assert len(cands) == 1 and not cands.loc[0, "extended"] and (cands.loc[0, "x"], cands.loc[0, "y"]) == (x0, y0)
+    assert np.isfinite(cands.loc[0, ["ext_sigma", "ext_fraction"]].astype(float)).all()
+    kept = results["fuzzy", True].candidates
+    assert kept["extended"].tolist() == [True] and kept.loc[0, "ext_sigma"] > 2
+    unvetted = results["sharp", False].candidates
+    assert unvetted["extended"].tolist() == [True] and np.isnan(unvetted.loc[0, "ext_sigma"])
 
 
 def test_without_the_second_look_the_tessellation_tile_is_reported(tmp_path):
@@ -100,6 +108,7 @@ def test_without_the_second_look_the_tessellation_tile_is_reported(tmp_path):
         result = process_frame(FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / "out")
     det = result.detections
     assert len(det) == 1 and (det.loc[0, "x"], det.loc[0, "y"]) == (x0, y0)
+    assert result.candidates.loc[0, "p_tile"] == result.candidates.loc[0, "p"]  # no second look
     # the first of the four tiles that hold it, at (0, 0), has the highest score (all are 1)
     tile = np.load(result.npy_paths[0])
     assert np.unravel_index(np.argmax(tile[..., 2]), tile.shape[:2]) == (200, 150)
