@@ -69,6 +69,7 @@ __all__ = [
     "Matches",
     "match_detections",
     "binned_recall",
+    "in_reference",
     "localisation_stats",
     "count_false_positives",
     "roc_curve",
@@ -374,6 +375,28 @@ def binned_recall(
     return out
 
 
+def in_reference(diff: np.ndarray, x: np.ndarray, y: np.ndarray, half: int = 2) -> np.ndarray:
+    """Whether the difference image holds data around each nucleus.
+
+    Where the reference does not reach, IPAC's difference image is empty, and so is the
+    simulator's (``tails.simulate``, the reference footprint): no detector that works on the
+    difference can find a comet there.  A nucleus counts as in the reference when some pixel of
+    the ``(2 half + 1)``-px square around it is finite and not zero.
+
+    Returns
+    -------
+    ndarray of bool, shape (M,)
+    """
+    d = np.asarray(diff)
+    ny, nx = d.shape
+    out = []
+    for xi, yi in zip(np.atleast_1d(x), np.atleast_1d(y)):
+        c, r = int(np.floor(float(xi) + 0.5)), int(np.floor(float(yi) + 0.5))
+        box = d[max(r - half, 0) : max(min(r + half + 1, ny), 0), max(c - half, 0) : max(min(c + half + 1, nx), 0)]
+        out.append(bool((np.isfinite(box) & (box != 0)).any()))
+    return np.array(out, dtype=bool)
+
+
 def localisation_stats(offsets: np.ndarray) -> dict[str, Any]:
     """Statistics of the offsets (px) between matched detections and true nuclei.
 
@@ -591,7 +614,8 @@ def compute_metrics(
         One row per comet: ``best_p`` (highest score of a detection within the match radius,
         -inf if none), ``mag`` (total r magnitude), ``coma_arcsec``, optionally ``snr``, and
         ``offset_pix`` (distance to the nearest detection within the radius with
-        ``p > score_threshold``, NaN if none).
+        ``p > score_threshold``, NaN if none), and optionally ``in_reference``
+        (:func:`in_reference`; all are in it without).
     detections : DataFrame
         One row per threshold-0 detection: ``p`` and ``true`` (within the radius of a nucleus).
     tiles : DataFrame
@@ -608,6 +632,7 @@ def compute_metrics(
     thr = float(score_threshold)
     best_p = comets["best_p"].to_numpy(float)
     recalled = best_p > thr
+    covered = comets["in_reference"].to_numpy(bool) if "in_reference" in comets else np.ones(len(comets), bool)
     n_tiles = len(tiles)
     tile_p = tiles["p"].to_numpy(float)
     tile_pos = tiles["positive"].to_numpy(bool)
@@ -628,6 +653,7 @@ def compute_metrics(
             "tiles_positive": n_pos,
             "tiles_negative": n_neg,
             "comets": int(len(comets)),
+            "comets_outside_reference": int((~covered).sum()),
             "detections": int(kept.sum()),
             "true_detections": int((kept & det_true).sum()),
             "false_positives": int((kept & ~det_true).sum()),
@@ -640,6 +666,10 @@ def compute_metrics(
             "by_coma_radius_arcsec": binned_recall(comets["coma_arcsec"].to_numpy(float), recalled, COMA_BINS),
             "by_core_snr": binned_recall(
                 comets["snr"].to_numpy(float) if "snr" in comets else np.full(len(comets), np.nan), recalled, SNR_BINS
+            ),
+            # the same target bins, of the comets that have a difference image around them
+            "by_magnitude_targets_in_reference": binned_recall(
+                comets["mag"].to_numpy(float)[covered], recalled[covered], TARGET_MAGNITUDE_BINS
             ),
         },
         "false_positives": count_false_positives(det_p, det_true, thr, n_frames, n_tiles),
@@ -928,6 +958,7 @@ def _evaluate_frame(
                 "coma_arcsec": coma,
                 "tail_arcsec": comets["tail_arcsec"].to_numpy(float) if "tail_arcsec" in comets else np.nan,
                 "snr": comets["snr"].to_numpy(float) if "snr" in comets else np.nan,
+                "in_reference": in_reference(sim.diff, nuclei[:, 0], nuclei[:, 1]),
                 "best_p": m.comet_best_p,
                 "offset_pix": m_thr.comet_offset,
             }
@@ -1070,7 +1101,8 @@ def evaluate(
             f"{next(iter(acc.failed.values()), 'none')}); nothing was written to {out}"
         )
 
-    comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "best_p", "offset_pix"])
+    comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "in_reference",
+                                  "best_p", "offset_pix"])
     detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix"])
     candidates = _concat(acc.candidates, list(CANDIDATE_COLUMNS))
     tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])
@@ -1149,9 +1181,9 @@ def _num(v: float | None, fmt: str = ".2f") -> str:
 def markdown_report(metrics: dict[str, Any]) -> str:
     """The evaluation tables of a model card (``MODEL.md``), in Markdown, from ``metrics.json``.
 
-    Recall by magnitude, by the issue's target bins, by coma radius and by core signal-to-noise;
-    false positives per frame and per tile; localisation; the per-tile ROC AUC and average precision;
-    recall at equal false positives.
+    Recall by magnitude, by the issue's target bins (of all comets, and of those in the reference),
+    by coma radius and by core signal-to-noise; false positives per frame and per tile;
+    localisation; the per-tile ROC AUC and average precision; recall at equal false positives.
     """
     c, r, fp = metrics["counts"], metrics["recall"], metrics["false_positives"]
     loc, tiles = metrics["localisation"], metrics["tiles"]
@@ -1170,13 +1202,15 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         f"| all | | {r['overall']['n']} | {r['overall']['recalled']} | {pct(r['overall']['recall'])} |",
     ]
     for key, title in (("by_magnitude", "r magnitude"), ("by_magnitude_targets", "r magnitude (targets)"),
+                       ("by_magnitude_targets_in_reference", "r magnitude (targets), in the reference"),
                        ("by_coma_radius_arcsec", "coma radius (arcsec)"), ("by_core_snr", "core S/N")):
-        for label, b in r[key].items():
+        for label, b in r.get(key, {}).items():
             lines.append(f"| {title} | {label} | {b['n']} | {b['recalled']} | {pct(b['recall'])} |")
     lines += [
         "",
         "| measure | value |",
         "|---|---|",
+        f"| comets where the reference does not reach (empty difference) | {c.get('comets_outside_reference', 0)} |",
         f"| detections over threshold | {c['detections']} ({c['true_detections']} true) |",
         f"| false positives | {fp['total']} |",
         f"| false positives per frame (ccd-quadrant) | {num(fp['per_frame'], '.3f')} |",

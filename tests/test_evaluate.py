@@ -17,6 +17,7 @@ from tails.evaluate import (
     CANDIDATE_COLUMNS,
     REPORT_FILES,
     binned_recall,
+    in_reference,
     check_evaluate_config,
     compute_metrics,
     count_false_positives,
@@ -172,6 +173,32 @@ def test_compute_metrics_gives_the_headline_numbers():
     assert m["counts"]["tiles_positive"] == 3
 
 
+def test_a_nucleus_where_the_difference_image_is_empty_is_outside_the_reference():
+    diff = np.random.default_rng(0).normal(0, 5, (40, 60)).astype(np.float32)
+    diff[:, 30:] = 0.0  # the reference stops at column 30: IPAC's difference is empty beyond
+    diff[5, 5] = np.nan
+    x, y = np.array([10.0, 31.4, 45.0, 5.0, 59.6]), np.array([20.0, 20.0, 39.6, 5.0, 0.0])
+    # 31.4 still sees column 29 within 2 px; the corner and edge cases stay in the image
+    assert in_reference(diff, x, y).tolist() == [True, True, False, True, False]
+
+
+def test_recall_in_the_reference_leaves_out_the_comets_it_does_not_reach():
+    comets = pd.DataFrame({"mag": [16.5, 18.0, 18.5, 19.5], "coma_arcsec": [12.0, 4.0, 8.0, 30.0],
+                           "best_p": [0.99, 0.8, -np.inf, 0.3], "offset_pix": [1.0, 3.0, np.nan, np.nan],
+                           "in_reference": [True, True, False, True]})
+    detections = pd.DataFrame({"p": [0.99, 0.8], "true": [True, True]})
+    tiles = pd.DataFrame({"p": [0.99, 0.8, 0.1], "positive": [1, 1, 0]})
+    m = compute_metrics(comets, detections, tiles, n_frames=1, score_threshold=0.5)
+    assert m["recall"]["by_magnitude_targets"]["<19"]["recall"] == pytest.approx(2 / 3)
+    assert m["recall"]["by_magnitude_targets_in_reference"]["<19"] == {
+        "low": None, "high": 19.0, "n": 2, "recalled": 2, "recall": 1.0}
+    assert m["counts"]["comets_outside_reference"] == 1
+    text = markdown_report({**m, "model": "t", "seeds": [1, 2], "score_threshold": 0.5, "match_radius_pix": 10,
+                            "counts": {**m["counts"], "frames_failed": 0}})
+    assert "| r magnitude (targets), in the reference | <19 | 2 | 2 | 100.0 % |" in text
+    assert "| comets where the reference does not reach (empty difference) | 1 |" in text
+
+
 def test_markdown_report_tabulates_the_headline_numbers():
     comets = pd.DataFrame({"mag": [16.5, 18.0, 20.0], "coma_arcsec": [12.0, 4.0, 30.0],
                            "best_p": [0.99, 0.8, 0.3], "offset_pix": [1.0, 3.0, np.nan]})
@@ -270,6 +297,7 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
     # at threshold 0 every tile's candidate is scored: the detections are the merged tiles
     detections = pd.read_csv(out / "detections.csv")
     assert len(detections) >= 1
+    assert pd.read_csv(out / "comets.csv")["in_reference"].dtype == bool
     # every candidate is in candidates.csv, those vetting dropped too; the kept ones are the detections
     candidates = pd.read_csv(out / "candidates.csv")
     assert candidates.columns.tolist() == list(CANDIDATE_COLUMNS)
