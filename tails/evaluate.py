@@ -32,8 +32,8 @@ The report folder (``evaluate.output_dir``) holds ``metrics.json`` (every number
 tables of a model card).  ``candidates.csv`` holds every candidate the second look left, those
 vetting dropped too, with its score before and after the second look and vetting's measures
 (:attr:`tails.detect.FrameResult.candidates`), so that the detector's later stages can be studied
-without running the model again.  It is written to a temporary folder and moved into place at the end, so an interrupted
-evaluation leaves no partial report.
+without running the model again.  The report is written to a temporary folder and moved into
+place at the end, so an interrupted evaluation leaves no partial report.
 """
 
 from __future__ import annotations
@@ -388,11 +388,10 @@ def in_reference(diff: np.ndarray, x: np.ndarray, y: np.ndarray, half: int = 2) 
     ndarray of bool, shape (M,)
     """
     d = np.asarray(diff)
-    ny, nx = d.shape
     out = []
     for xi, yi in zip(np.atleast_1d(x), np.atleast_1d(y)):
         c, r = int(np.floor(float(xi) + 0.5)), int(np.floor(float(yi) + 0.5))
-        box = d[max(r - half, 0) : max(min(r + half + 1, ny), 0), max(c - half, 0) : max(min(c + half + 1, nx), 0)]
+        box = d[max(r - half, 0) : max(r + half + 1, 0), max(c - half, 0) : max(c + half + 1, 0)]
         out.append(bool((np.isfinite(box) & (box != 0)).any()))
     return np.array(out, dtype=bool)
 

@@ -12,16 +12,16 @@ import pytest
 
 from tails.config import ConfigError, load_config
 from tails.evaluate import (
+    CANDIDATE_COLUMNS,
     COMA_BINS,
     MAGNITUDE_BINS,
-    CANDIDATE_COLUMNS,
     REPORT_FILES,
     binned_recall,
-    in_reference,
     check_evaluate_config,
     compute_metrics,
     count_false_positives,
     evaluate,
+    in_reference,
     localisation_stats,
     markdown_report,
     match_detections,
