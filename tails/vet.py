@@ -64,8 +64,13 @@ ISOLATION_FWHM = 4.0
 #: satellite streaks and bleed trails are near 1.
 MAX_STAR_ELLIPTICITY = 0.3
 #: Fewest stars the concentration may be measured from (else the frame is not vetted, with a
-#: warning), and the most that are used (the brightest).
-MIN_STARS, MAX_STARS = 10, 50
+#: warning), and the most that are used (the brightest).  One star's F(r1)/F(r2) scatters by
+#: 0.003 to 0.024 about the frame's median (robust sigma, 6 evaluation frames), and the median of
+#: the 5 brightest lies within 0.01 of that of 50: an error of about 1 % of the flux, well inside
+#: ``min_fraction``.  Of the evaluation frames 900000-900099, all but one have 22 stars or more;
+#: that one, a twilight frame of sparse stars (sky 16.7 mag/arcsec^2), has 7 and went unvetted
+#: with 10 as the least, keeping 4 false positives.
+MIN_STARS, MAX_STARS = 5, 50
 #: Blank places at which the excess filter's spread is measured.
 BLANK_PLACES = 300
 #: The candidate's peak is looked for within this many px of its reported position (the second

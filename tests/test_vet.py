@@ -82,6 +82,25 @@ def test_the_concentration_is_that_of_a_noiseless_star_and_ignores_a_satellite_s
     np.testing.assert_allclose(conc, truth, atol=0.01)
 
 
+def test_a_frame_of_few_stars_is_measured_on_as_few_as_five():
+    # a twilight frame of sparse stars has few bright enough (one in 100 evaluation frames: 7)
+    rng = np.random.default_rng(3)
+    shape = (300, 300)
+    spots = [(60.3, 50.6), (150.8, 60.1), (240.2, 55.4), (70.5, 160.9), (160.1, 150.3), (230.7, 240.2)]
+    r1, r2s = FWHM, [2.5 * FWHM, 6 * FWHM]
+    star = _gaussian((61, 61), 30.0, 30.0, 1.0)
+    truth = [(vet.aperture_weights(30, 30, r1, 30) * star).sum() / (vet.aperture_weights(30, 30, r2, 30) * star).sum()
+             for r2 in r2s]
+    noise = 200 + rng.normal(0, 3, shape)
+    six = noise + sum(_gaussian(shape, x, y, 4e4) for x, y in spots)
+    conc, n = vet.star_concentration(six.astype(np.float32), FWHM, r1, r2s)
+    assert n == 6 and vet.MIN_STARS == 5
+    np.testing.assert_allclose(conc, truth, atol=0.01)
+    four = noise + sum(_gaussian(shape, x, y, 4e4) for x, y in spots[:4])
+    with pytest.raises(ValueError, match="only 4 bright"):
+        vet.star_concentration(four.astype(np.float32), FWHM, r1, r2s)
+
+
 def test_too_few_stars_is_an_error_that_says_so(field):
     with pytest.raises(ValueError, match="only 0 bright, isolated, round"):
         vet.star_concentration(np.full((200, 200), 100.0, np.float32), FWHM, FWHM, [2.5 * FWHM])
