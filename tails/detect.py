@@ -31,7 +31,7 @@ from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
 from .image import PLATE_SCALE, cut_tiles
 from .preprocess import preprocess_tiles
 from .refine import check_refine_config, refine_candidates
-from .vet import check_vet_config, measure_candidates
+from .vet import check_vet_config, measure_candidates, unvetted
 
 __all__ = [
     "DETECTION_COLUMNS",
@@ -224,7 +224,7 @@ def _vet(candidates: pd.DataFrame, troika: Any, cfg: dict, name: str) -> pd.Data
         fwhm = float("nan")
     if not (np.isfinite(fwhm) and fwhm > 0):
         log.warning("%s: no usable SEEING in the science header; candidates not vetted", name)
-        return _unvetted(candidates)
+        return unvetted(candidates)
     saturate = header.get("SATURATE")
     measured = measure_candidates(
         candidates, troika.sci, troika.zogy, fwhm, cfg,
@@ -235,10 +235,6 @@ def _vet(candidates: pd.DataFrame, troika: Any, cfg: dict, name: str) -> pd.Data
     if dropped:
         log.info("%s: %d of %d candidates dropped as point-like (tails.vet)", name, dropped, len(candidates))
     return measured
-
-
-def _unvetted(candidates: pd.DataFrame) -> pd.DataFrame:
-    return candidates.reset_index(drop=True).assign(ext_sigma=np.nan, ext_fraction=np.nan, extended=True)
 
 
 def process_frame(
@@ -354,7 +350,7 @@ def process_frame(
     timings["refine"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    measured = _vet(candidates, troika, vet, frame.name) if vet["enabled"] and len(candidates) else _unvetted(candidates)
+    measured = _vet(candidates, troika, vet, frame.name) if vet["enabled"] and len(candidates) else unvetted(candidates)
     candidates = measured[measured["extended"]].reset_index(drop=True)
     timings["vet"] = time.perf_counter() - t0
 

@@ -46,6 +46,7 @@ __all__ = [
     "blank_spread",
     "extendedness",
     "check_vet_config",
+    "unvetted",
     "measure_candidates",
     "vet_candidates",
 ]
@@ -346,6 +347,11 @@ def check_vet_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def unvetted(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The candidates as vetting leaves those it cannot measure: NaN measures, every one kept."""
+    return candidates.reset_index(drop=True).assign(ext_sigma=np.nan, ext_fraction=np.nan, extended=True)
+
+
 def measure_candidates(
     candidates: pd.DataFrame, sci: np.ndarray, diff: np.ndarray, fwhm: float, cfg: Mapping[str, Any],
     saturate: float | None = None, seed: int = 0,
@@ -377,8 +383,7 @@ def measure_candidates(
         candidate is kept, with NaN measures, and a warning is logged.
     """
     cfg = check_vet_config(cfg)
-    out = candidates.copy().reset_index(drop=True)
-    out["ext_sigma"], out["ext_fraction"], out["extended"] = np.nan, np.nan, True
+    out = unvetted(candidates)
     if not len(out):
         return out
     r1 = cfg["r1_fwhm"] * fwhm
