@@ -1,6 +1,10 @@
 """Training pieces: labels follow augmentation, tile labelling, schedule, and bad input refused."""
 
 import copy
+import importlib.util
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,7 +14,7 @@ from tails.config import ConfigError, load_config
 from tails.dataset import DatasetSpec, _save_shard, _shard_name, build_dataset, label_tiles, load_dataset
 from tails.train import (
     BEST_BY, TileBatches, augment_batch, learning_rate, mine_hard_negatives, position_error_pix,
-    recalibrate_batch_norm, track_best, train,
+    recalibrate_batch_norm, resolve_jit_compile, track_best, train,
 )
 
 
@@ -170,9 +174,11 @@ def test_malformed_train_config_is_refused(tmp_path):
     cfg["train"]["dataset"]["seeds"] = [5, 1]
     cfg["train"]["localisation"] = "centroid"
     cfg["train"]["hard_negatives"]["fraction"] = 1.5
+    cfg["train"]["jit_compile"] = "yes"
     with pytest.raises(
         ConfigError,
-        match=r"train\.batch_size must be a positive integer.*train\.localisation must be one of dense, heatmap"
+        match=r"train\.batch_size must be a positive integer.*train\.jit_compile must be true, false or auto"
+        r".*train\.localisation must be one of dense, heatmap"
         r".*train\.hard_negatives\.fraction must be in \[0, 1\).*train\.dataset\.seeds",
     ):
         train(cfg)
@@ -259,3 +265,81 @@ def test_checkpoints_save_and_resume_exactly(tmp_path):
 
     restored, fresh = gap(m2, m), gap(m3, m)
     assert restored < 0.01 * fresh, (restored, fresh)
+
+
+def _blob_shards(folder, seeds, size=128, per_seed=8):
+    """Shards of preprocessed-looking tiles: half hold a Gaussian blob (a 'comet') in sci and diff."""
+    yy, xx = np.mgrid[:size, :size]
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(per_seed, size, size, 3)).astype(np.float32)
+        y = np.zeros((per_seed, 3), np.float32)
+        for i in range(0, per_seed, 2):
+            cx, cy = rng.uniform(16, size - 16, 2)
+            blob = 40.0 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)
+            x[i, ..., 0] += blob
+            x[i, ..., 2] += blob
+            y[i] = [1.0, cx / size, cy / size]
+        x /= np.sqrt((x**2).sum(axis=(1, 2), keepdims=True))  # unit L2 norm per channel, as preprocessed
+        _save_shard(folder / _shard_name(seed), x.astype(np.float16), y, [{"seed": seed}] * per_seed)
+
+
+_TRAIN_CHILD = """
+import sys
+import keras
+from tails.config import load_config
+from tails.train import train
+assert keras.backend.backend() == "jax", keras.backend.backend()
+train(load_config(sys.argv[1]), max_epochs=1)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_a_run_trains_under_jax_and_is_finished_under_tensorflow(tmp_path):
+    """The GPU path end to end, on CPU: ``tails train`` under KERAS_BACKEND=jax writes a checkpoint
+    that a run under TensorFlow resumes from (weights, optimizer, epoch) and finishes."""
+    import keras
+    import yaml
+
+    from tails.efficientdet import load_model, predict_tiles
+
+    cfg = _config(tmp_path)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    _blob_shards(tmp_path / "train", [1, 2])
+    _blob_shards(tmp_path / "val", [3])
+    t = cfg["train"]
+    t["dataset"].update(seeds=[1, 3], val_seeds=[3, 4], processes=1)
+    t.update(batch_size=4, steps_per_epoch=2, epochs=2, lr_constant_epochs=1)
+    t["curriculum"]["epochs"] = 0
+    t["hard_negatives"].update(fraction=0.5, pool=8, min_score=0.0, every_epochs=1)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+               # XLA's optimisations cost more time here than they save (as in test_model.py)
+               XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    proc = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, str(path)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    log_csv = pd.read_csv(run / "log.csv")
+    assert log_csv["epoch"].tolist() == [1] and np.isfinite(log_csv[["loss", "val_loss"]].to_numpy()).all()
+    assert not (run / "DONE").exists()  # one epoch of two: unfinished
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["model.weights.h5", "optimizer.npz", "state.json"]
+
+    assert keras.backend.backend() == "tensorflow"
+    train(load_config(path))  # resumes at epoch 1 under TensorFlow and finishes
+    log_csv = pd.read_csv(run / "log.csv")
+    assert log_csv["epoch"].tolist() == [1, 2]
+    assert log_csv["seconds"].iloc[1] > log_csv["seconds"].iloc[0]  # the time carried over from the JAX run
+    assert (run / "DONE").exists() and (run / "best.weights.h5").is_file()
+    x, _, _ = load_dataset(tmp_path / "val")
+    out = predict_tiles(load_model(run / "best.weights.h5", input_shape=x.shape[1:]), x.astype(np.float32))
+    assert out.shape == (len(x), 3) and np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()
+
+
+def test_the_train_step_is_compiled_with_xla_under_jax_only_by_default():
+    assert resolve_jit_compile("auto", "jax") is True
+    assert resolve_jit_compile("auto", "tensorflow") is False and resolve_jit_compile("auto", "torch") is False
+    assert resolve_jit_compile(True, "tensorflow") is True and resolve_jit_compile(False, "jax") is False
