@@ -193,13 +193,18 @@ class SkyPortalServer(LoopbackServer):
         if method == "GET":
             if path == "/api/sysinfo":
                 return 200, {"status": "success", "data": {"version": "loopback-skyportal"}}
-            m = re.fullmatch(r"/api/candidates/([^/]+)", path)
-            if m:
-                obj = self._obj(m[1])
+            candidate = re.fullmatch(r"/api/candidates/([^/]+)", path)
+            listing = re.fullmatch(r"/api/sources/([^/]+)/(annotations|comments)", path)
+            found = candidate or listing
+            if found and found[1] not in self.objects:
+                # a fair question, not a broken contract (the sentinel asks after a post whose
+                # answer it never heard); SkyPortal answers it with HTTP 400
+                return 400, {"status": "error", "message": f"Invalid obj_id {found[1]}: no such object"}
+            if candidate:
+                obj = self.objects[candidate[1]]
                 return 200, {"status": "success", "data": {**obj["candidate"], "thumbnails": obj["thumbnails"]}}
-            m = re.fullmatch(r"/api/sources/([^/]+)/(annotations|comments)", path)
-            if m:
-                return 200, {"status": "success", "data": self._obj(m[1])[m[2]]}
+            if listing:
+                return 200, {"status": "success", "data": self.objects[listing[1]][listing[2]]}
             return 404, {"status": "error", "message": f"no route GET {path}"}
 
         if method != "POST":

@@ -128,7 +128,10 @@ def test_full_posting_is_accepted(server):
     # what the sentinel asks after a crash
     for step in plan:
         assert client.step_done(oid, step)
-    assert not client.candidate_exists(make_object_id())
+    missing = make_object_id()
+    assert not client.candidate_exists(missing)
+    assert not client.step_done(missing, plan[2])  # its thumbnails: none
+    assert server.invalid == []  # asking after what is not there is no broken contract
 
 
 def test_retries_on_500_then_success(server):
