@@ -311,9 +311,9 @@ def resolve_jit_compile(value: bool | str, backend: str) -> bool:
 
     ``"auto"`` compiles under JAX, whose only compiled mode is XLA (without it every step runs op
     by op: on 2 CPU cores, in the run of ``tests/test_train.py`` with 128-px tiles, the first
-    step took 105 s against 28 s jitted, and the second 5 s against 1.3 s), and not under TensorFlow, where XLA made a step of 16
-    tiles on 2 CPU cores take 20 s against 3.5 s (models/README.md), nor under PyTorch, whose
-    ``torch.compile`` has not been measured here.
+    step took 105 s against 28 s jitted, and the second 5 s against 1.3 s), and not under
+    TensorFlow, where XLA made a step of 16 tiles on 2 CPU cores take 20 s against 3.5 s
+    (models/README.md), nor under PyTorch, whose ``torch.compile`` has not been measured here.
     """
     if value == "auto":
         return backend == "jax"

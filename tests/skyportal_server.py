@@ -11,7 +11,8 @@ Routes (ZTF.md, "Fritz"; every request needs ``Authorization: token <token>``):
 
 Answers are ``{"status": "success", "data": ...}`` or ``{"status": "error", "message": ...}``
 with HTTP 400, like SkyPortal.  A body that breaks the contract is refused and kept in
-:attr:`SkyPortalServer.invalid`; accepted POSTs are kept in :attr:`SkyPortalServer.posts`.
+:attr:`SkyPortalServer.invalid` (a GET of an object that is not there is answered with 400 but is
+no broken contract); accepted POSTs are kept in :attr:`SkyPortalServer.posts`.
 :meth:`SkyPortalServer.fail_next` makes the next N requests answer HTTP 500 (without effect).
 As SkyPortal, one object holds one annotation per origin.
 """
@@ -51,6 +52,10 @@ class Invalid(ValueError):
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise Invalid(message)
+
+
+def _no_such(obj_id: str) -> str:
+    return f"Invalid obj_id {obj_id}: no such object"
 
 
 def _number(x: Any) -> bool:
@@ -185,7 +190,7 @@ class SkyPortalServer(LoopbackServer):
         self.posts.append({"kind": kind, "path": path, "body": copy.deepcopy(body)})
 
     def _obj(self, obj_id: str) -> dict:
-        _require(obj_id in self.objects, f"Invalid obj_id {obj_id}: no such object")
+        _require(obj_id in self.objects, _no_such(obj_id))
         return self.objects[obj_id]
 
     def route(self, method: str, path: str, body: Any) -> tuple[int, dict]:
@@ -199,7 +204,7 @@ class SkyPortalServer(LoopbackServer):
             if found and found[1] not in self.objects:
                 # a fair question, not a broken contract (the sentinel asks after a post whose
                 # answer it never heard); SkyPortal answers it with HTTP 400
-                return 400, {"status": "error", "message": f"Invalid obj_id {found[1]}: no such object"}
+                return 400, {"status": "error", "message": _no_such(found[1])}
             if candidate:
                 obj = self.objects[candidate[1]]
                 return 200, {"status": "success", "data": {**obj["candidate"], "thumbnails": obj["thumbnails"]}}
