@@ -13,7 +13,7 @@ import pytest
 from tails.config import ConfigError, load_config
 from tails.dataset import DatasetSpec, _save_shard, _shard_name, build_dataset, label_tiles, load_dataset
 from tails.train import (
-    BEST_BY, TileBatches, augment_batch, learning_rate, mine_hard_negatives, position_error_pix,
+    BEST_BY, TileBatches, augment_batch, learning_rate, mine_hard_negatives, position_error_pix, prefetched,
     recalibrate_batch_norm, resolve_jit_compile, track_best, train,
 )
 
@@ -100,6 +100,36 @@ def test_batches_are_balanced_and_reproducible():
     xb, yb = b[0]
     assert xb.dtype == np.float32 and yb[:, 0].sum() == 4 and len(b) == 5
     np.testing.assert_array_equal(b[0][1], yb)
+
+
+def test_batches_assembled_ahead_in_threads_are_the_same_batches_in_order():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 8, 8, 3)).astype(np.float16)
+    y = np.zeros((30, 3), np.float32)
+    y[:12] = np.c_[np.ones(12), rng.uniform(0, 1, (12, 2))]
+    b = TileBatches(x, y, batch_size=6, steps=7, positive_fraction=0.5, augment=True, seed=3)
+    want = [b[i] for i in range(len(b))]
+    for threads in (1, 3, 10):
+        got = list(prefetched(b, threads))
+        assert len(got) == len(want)
+        for (xg, yg), (xw, yw) in zip(got, want):
+            np.testing.assert_array_equal(xg, xw)
+            np.testing.assert_array_equal(yg, yw)
+
+
+def test_augmenting_converts_as_it_copies_and_leaves_the_input_alone():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 8, 8, 3)).astype(np.float16)
+    y = np.c_[np.ones(5), rng.uniform(0, 1, (5, 2))].astype(np.float32)
+    x0, y0 = x.copy(), y.copy()
+    xa, ya = augment_batch(x, y, np.random.default_rng(0), tile_size=8, dtype=np.float32)
+    xb, yb = augment_batch(x.astype(np.float32), y, np.random.default_rng(0), tile_size=8)
+    assert xa.dtype == np.float32
+    assert augment_batch(x, y, np.random.default_rng(0), tile_size=8)[0].dtype == np.float16  # x's own
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
 
 
 def test_curriculum_draws_only_the_easy_positives():
@@ -347,3 +377,32 @@ def test_the_train_step_is_compiled_with_xla_under_jax_only_by_default():
     assert resolve_jit_compile("auto", "jax") is True
     assert resolve_jit_compile("auto", "tensorflow") is False and resolve_jit_compile("auto", "torch") is False
     assert resolve_jit_compile(True, "tensorflow") is True and resolve_jit_compile(False, "jax") is False
+
+
+def test_the_data_set_specs_are_the_configs(tmp_path):
+    """``dataset_spec`` reads the training and validation sets of a config, as ``train`` builds them."""
+    from tails.train import dataset_spec
+
+    cfg = _config(tmp_path)
+    cfg["train"]["dataset"].update(seeds=[10, 13], val_seeds=[20, 22], comets_per_frame=3)
+    spec, path = dataset_spec(cfg, "train")
+    assert (spec.seeds, path, spec.comets_per_frame) == ([10, 11, 12], str(tmp_path / "train"), 3)
+    assert spec.tile_size == cfg["tails"]["tile_size"] and spec.reproject == cfg["tails"]["reproject"]
+    spec, path = dataset_spec(cfg, "val")
+    assert (spec.seeds, path) == ([20, 21], str(tmp_path / "val"))
+    with pytest.raises(ValueError, match="which must be 'train' or 'val'"):
+        dataset_spec(cfg, "test")
+
+
+def test_no_epoch_starts_after_the_deadline(tmp_path):
+    """A run whose deadline has passed once its data are loaded trains nothing and is not finished."""
+    import time
+
+    cfg = _config(tmp_path)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    _blob_shards(tmp_path / "train", [1])
+    _blob_shards(tmp_path / "val", [2])
+    cfg["train"]["dataset"].update(seeds=[1, 2], val_seeds=[2, 3], processes=1)
+    run = train(cfg, deadline=time.time())
+    assert sorted(p.name for p in run.iterdir()) == ["train.json"]  # no log, checkpoint or DONE
