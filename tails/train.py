@@ -38,8 +38,9 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 
 __all__ = [
-    "make_loss", "TileBatches", "augment_batch", "prefetched", "mine_hard_negatives", "recalibrate_batch_norm",
-    "learning_rate", "track_best", "resolve_jit_compile", "dataset_spec", "train", "train_command",
+    "make_loss", "TileBatches", "augment_batch", "prefetched", "mine_hard_negatives",
+    "recalibrate_batch_norm", "learning_rate", "track_best", "resolve_jit_compile", "dataset_spec",
+    "train", "train_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,8 @@ def prefetched(batches, threads: int = 4):
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    n = len(batches)
-    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
+    n, threads = len(batches), max(1, int(threads))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         pending = deque(pool.submit(batches.__getitem__, i) for i in range(min(threads, n)))
         for i in range(n):
             batch = pending.popleft().result()
@@ -441,9 +442,10 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
     max_epochs : int, optional
         Stop after this many more epochs (for short sessions).
     deadline : float, optional
-        Start no epoch after this time (seconds since the epoch, as :func:`time.time`), nor
-        after ``train.max_hours`` from the first one.  For a run that must end by a given time,
-        the data set's building and loading included (``scripts/device/train.py``).
+        Start no epoch after this time (seconds since the epoch, as :func:`time.time`); the
+        config's ``train.max_hours``, counted from the first epoch's start, holds as well.  For
+        a run that must end by a given time, the data set's building and loading included
+        (``scripts/device/train.py``).
 
     Returns
     -------

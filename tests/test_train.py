@@ -109,7 +109,7 @@ def test_batches_assembled_ahead_in_threads_are_the_same_batches_in_order():
     y[:12] = np.c_[np.ones(12), rng.uniform(0, 1, (12, 2))]
     b = TileBatches(x, y, batch_size=6, steps=7, positive_fraction=0.5, augment=True, seed=3)
     want = [b[i] for i in range(len(b))]
-    for threads in (1, 3, 10):
+    for threads in (0, 1, 3, 10):
         got = list(prefetched(b, threads))
         assert len(got) == len(want)
         for (xg, yg), (xw, yw) in zip(got, want):
