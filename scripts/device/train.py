@@ -163,9 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     args.init_checkpoint = args.init_checkpoint or str(find_bundled_checkpoint())
     config = run_config(args.work, args, n_train)
     # an epoch started just before the deadline must still end, and the weights be written
-    run_dir = train(config, overwrite=True, deadline=deadline - 60)
+    run_dir = Path(config["train"]["output_dir"])
+    try:
+        train(config, overwrite=True, deadline=deadline - 60)
+    except KeyboardInterrupt:  # train.sh's time limit (SIGINT): keep the epochs that ended
+        log.warning("interrupted: what the epochs that ended wrote is returned")
 
-    history = (run_dir / "log.csv").read_text()
+    history = (run_dir / "log.csv").read_text() if (run_dir / "log.csv").exists() else ""
     epochs = max(len(history.splitlines()) - 1, 0)
     summary = {
         "backend": keras.backend.backend(), "devices": devices, "processes": args.processes,

@@ -3,6 +3,7 @@
 #   run(command="bash scripts/device/train.sh", carry=[".device"], timeout_s=590)
 # Installs what scripts/device/prepare.sh put in .device/, then runs scripts/device/train.py
 # (its flags may follow: bash scripts/device/train.sh --minutes=7).  What comes back is in $OUT.
+# LIMIT_S (530) bounds train.py's run, whatever its --minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ ! -d .device/wheels ] || [ ! -f .device/swarp.tar.xz ]; then
@@ -24,4 +25,7 @@ export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
         'keras', keras.__version__, keras.backend.backend(), jax.devices())"
 } >"$out/preflight.txt" 2>&1 || { cat "$out/preflight.txt"; exit 3; }
 cat "$out/preflight.txt"
-python3 scripts/device/train.py --out="$out" "$@" 2>&1 | tee "$out/train.log"
+# train.py keeps to its --minutes; should an epoch overrun them, SIGINT stops it in time for the
+# epochs already done to be returned (the call's limit is 600 s), and SIGKILL 20 s later
+timeout --preserve-status -s INT -k 20 "${LIMIT_S:-530}" \
+    python3 scripts/device/train.py --out="$out" "$@" 2>&1 | tee "$out/train.log"
