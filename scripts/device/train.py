@@ -162,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args.init_checkpoint = args.init_checkpoint or str(find_bundled_checkpoint())
     config = run_config(args.work, args, n_train)
-    # an epoch started just before the deadline must still end, and the weights be written
     run_dir = Path(config["train"]["output_dir"])
-    try:
+    try:  # a minute for the epoch begun last to end, and for the weights to be written
         train(config, overwrite=True, deadline=deadline - 60)
     except KeyboardInterrupt:  # train.sh's time limit (SIGINT): keep the epochs that ended
         log.warning("interrupted: what the epochs that ended wrote is returned")
