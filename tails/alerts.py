@@ -1,17 +1,20 @@
-"""Triplets from ZTF alert packets: the 63 x 63 science, template and difference cutouts."""
+"""ZTF alert packets: reading them, and the triplet of their 63 x 63 science, template and
+difference cutouts."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
 import warnings
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-__all__ = ["ALERT_CUTOUT_SIZE", "make_triplet"]
+__all__ = ["ALERT_CUTOUT_SIZE", "make_triplet", "read_alerts"]
 
 #: ZTF alert cutouts are 63 x 63 pixels, smaller at CCD edges (ztf-avro-alert schema).
 ALERT_CUTOUT_SIZE = 63
@@ -67,3 +70,30 @@ def make_triplet(alert: Mapping, normalize: bool = False) -> np.ndarray:
                           constant_values=1e-9)
         triplet[..., i] = data
     return triplet
+
+
+def read_alerts(path: str | os.PathLike) -> list[dict]:
+    """The alert packets of one file: Avro (``.avro``, with fastavro) or Parquet (with pyarrow).
+
+    ZTF brokers serve alerts in both: IPAC's stream and Kowalski in Avro, Fink in Parquet too
+    (``../shared/data/ztf_real/alerts/README.md``).  Each packet is a dict with ``candid``,
+    ``candidate`` and the three ``cutout*`` fields, as :func:`make_triplet` takes them.
+
+    Raises
+    ------
+    ValueError
+        If the file is neither ``.avro`` nor ``.parquet``.
+    ImportError
+        If the reader it needs is not installed (both come with ``pip install -e .[test]``).
+    """
+    path = Path(path)
+    if path.suffix == ".avro":
+        import fastavro
+
+        with open(path, "rb") as fh:
+            return list(fastavro.reader(fh))
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise ValueError(f"{path}: not an alert file (.avro or .parquet)")

@@ -18,16 +18,16 @@ ALERTS = ZTF_REAL / "alerts"
 
 def avro_alerts(limit: int | None = None) -> list[dict]:
     """The real Avro alert packets, in the order of ``alerts_index.csv`` (at most ``limit``)."""
-    fastavro = pytest.importorskip("fastavro")
+    pytest.importorskip("fastavro")
+    from tails.alerts import read_alerts
+
     index = pd.read_csv(ALERTS / "alerts_index.csv")
     out = []
     for f in index["file"].unique():
         if f.endswith(".avro"):
-            with open(ZTF_REAL / f, "rb") as fh:
-                for rec in fastavro.reader(fh):
-                    out.append(rec)
-                    if limit is not None and len(out) >= limit:
-                        return out
+            out.extend(read_alerts(ZTF_REAL / f))
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
     return out
 
 

@@ -1,0 +1,198 @@
+"""Score real ZTF alert triplets with a Tails model, beside simulated triplets cut the same way.
+
+No real ZTF frame with a comet is at hand, but 377 real alert packets are
+(``../shared/data/ztf_real/alerts``): 110 are known asteroids, moving point sources that a comet
+detector must not take for comets, and none is a comet.  Each alert's 63 x 63 triplet is set at
+the centre of a 256 x 256 tile of matching sky noise (:mod:`tails.stamps`) and scored by the model.
+As a control, the same is done with simulated frames (``tails.simulate``, SWarp as the detector
+runs it): 63 x 63 cutouts at each simulated comet, asteroid, variable star and supernova, and at
+random places, are embedded and scored the same way, and are also scored in a 256 x 256 tile of
+their own frame centred on them, which says what the embedding changes.
+
+This scores tiles only: the second look (``tails.refine``) and vetting (``tails.vet``), which
+need the whole frame, are not applied.  Results go to ``OUT``: ``real.csv`` and ``simulated.csv``
+(one row per triplet) and ``summary.json`` (the fraction scored over the threshold, by kind, band
+and FWHM).
+
+Examples
+--------
+    python scripts/real_alerts.py --out=real_alerts            # bundled model, 16 simulated frames
+    python scripts/real_alerts.py --out=ra --sim-seeds 500000 500004 --checkpoint=run/best.weights.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ALERTS = REPO.parent / "shared" / "data" / "ztf_real" / "alerts"
+#: Seeds of the control frames: used by no training, validation or evaluation set (models/README.md).
+DEFAULT_SIM_SEEDS = (500000, 500016)
+#: Kinds of the simulator's truth table that are cut out as controls.
+SIM_KINDS = ("comet", "asteroid", "variable", "supernova")
+#: Random places per control frame, cut out as blank-sky controls.
+RANDOM_PER_FRAME = 10
+#: FWHM bins (px) of the summary.
+FWHM_BINS = (0.0, 2.0, 2.5, 3.0, 4.0, np.inf)
+BANDS = {1: "zg", 2: "zr", 3: "zi"}
+SIM_COLUMNS = ["seed", "kind", "x", "y", "mag", "coma_arcsec", "band", "fwhm", "p_context"]
+
+log = logging.getLogger("real_alerts")
+
+
+def real_triplets(alerts_dir: Path) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Every alert of ``alerts_index.csv`` with its triplet, once per ``candid``.
+
+    The index's rows gain ``kind`` ("known asteroid": ``ssnamenr`` set and ``ssdistnr`` at most
+    2", as the folder's README defines them; else "other alert"), ``band`` and ``fwhm`` (px, the
+    source's FWHM in the science image, from the packet's ``candidate``).
+    """
+    from tails.alerts import make_triplet, read_alerts
+
+    index = pd.read_csv(alerts_dir / "alerts_index.csv")
+    packets = {}
+    for f in index["file"].unique():
+        for a in read_alerts(alerts_dir.parent / f):
+            packets.setdefault(int(a["candid"]), a)
+    index = index[index["candid"].isin(packets)].drop_duplicates("candid").reset_index(drop=True)
+    near = index["ssnamenr"].notna() & index["ssdistnr"].between(0, 2)
+    index["kind"] = np.where(near, "known asteroid", "other alert")
+    index["band"] = index["fid"].map(BANDS)
+    index["fwhm"] = [float(packets[c]["candidate"].get("fwhm") or np.nan) for c in index["candid"]]
+    return index, [make_triplet(packets[c]) for c in index["candid"]]
+
+
+def simulated_triplets(model, seeds, workdir: Path, shape=None) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Cutouts of simulated frames at their sources and at random places, scored in context too.
+
+    Each frame is simulated with 6 comets (as the evaluation's are), written as IRSA serves it,
+    and its reference re-projected with SWarp, as the detector does.  Sources within 140 px of
+    the frame's edge are left out, so that their tile in context lies inside the frame.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Per cutout: seed, kind, x, y, mag, coma_arcsec, band, fwhm (the frame's seeing in px),
+        and ``p_context``, the model's score for a 256 x 256 tile of the frame centred on it.
+    triplets : list of ndarray, each (63, 63, 3)
+    """
+    from tails.efficientdet import predict_tiles
+    from tails.image import Troika, cut_tiles, cutout
+    from tails.preprocess import preprocess_tiles
+    from tails.simulate import FRAME_SHAPE, random_frame_name, simulate_frame, write_frame
+
+    shape = FRAME_SHAPE if shape is None else shape
+    rows, triplets = [], []
+    for seed in range(*seeds):
+        rng = np.random.default_rng(seed)
+        sim = simulate_frame(random_frame_name(rng), seed=seed, n_comets=6, shape=shape)
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            paths = write_frame(sim, tmp)
+            troika = Troika.from_files(paths["sci"], paths["ref"], paths["diff"])
+            ref = troika.reproject_ref2sci(how="swarp")
+            channels = troika.channels(ref)
+        ny, nx = shape
+        truth = sim.truth[sim.truth["kind"].isin(SIM_KINDS)]
+        truth = truth[truth["x"].between(140, nx - 141) & truth["y"].between(140, ny - 141)]
+        blank = pd.DataFrame({"kind": "random", "x": rng.uniform(200, nx - 200, RANDOM_PER_FRAME),
+                              "y": rng.uniform(200, ny - 200, RANDOM_PER_FRAME)})
+        here = pd.concat([truth, blank], ignore_index=True)
+        fwhm = sim.conditions.seeing / float(sim.header_sci["PIXSCALE"])
+        corners = np.stack([np.round(here["y"]).astype(int) - 128, np.round(here["x"]).astype(int) - 128], axis=1)
+        tiles, valid = preprocess_tiles(cut_tiles(channels, corners, 256), copy=False)
+        p_context = np.where(valid, predict_tiles(model, tiles)[:, 0], np.nan)
+        for (_, r), p in zip(here.iterrows(), p_context):
+            triplets.append(np.dstack([cutout(c, r["x"], r["y"], 63) for c in channels]))
+            rows.append({"seed": seed, "kind": r["kind"], "x": r["x"], "y": r["y"], "mag": r.get("mag", np.nan),
+                         "coma_arcsec": r.get("coma_arcsec", np.nan), "band": sim.name.split("_")[3],
+                         "fwhm": fwhm, "p_context": float(p)})
+        log.info("simulated frame %d: %d cutouts", seed, len(here))
+    return pd.DataFrame(rows, columns=SIM_COLUMNS), triplets
+
+
+def score(model, table: pd.DataFrame, triplets, seed: int = 0) -> pd.DataFrame:
+    """``table`` with the embedded triplets' ``p``, ``x_tile``, ``y_tile`` and ``offset_px``
+    (of the model's position from the tile's centre, where the triplet's source is)."""
+    from tails.stamps import score_stamps
+
+    out = score_stamps(model, triplets, seed=seed)
+    return table.assign(p=out[:, 0], x_tile=out[:, 1], y_tile=out[:, 2],
+                        offset_px=np.hypot(out[:, 1] - 128, out[:, 2] - 128))
+
+
+def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
+    """The fraction of triplets scored at or over ``threshold``, by kind, band and FWHM.
+
+    ``n`` counts the triplets scored; those that preprocessing rejects (NaN) are left out.
+    """
+
+    def table(df: pd.DataFrame, by: list[str], column: str = "p") -> list[dict]:
+        d = df.assign(fwhm_bin=pd.cut(df["fwhm"], FWHM_BINS).astype(str))
+        g = d.groupby(by, observed=True)[column]
+        t = pd.DataFrame({"n": g.count(), "over_threshold": g.apply(lambda s: float((s.dropna() >= threshold).mean())),
+                          "median_p": g.median()}).reset_index()
+        return t.round(3).to_dict(orient="records")
+
+    return {
+        "threshold": threshold,
+        "real": {"by_kind": table(real, ["kind"]), "by_kind_band": table(real, ["kind", "band"]),
+                 "by_kind_fwhm": table(real, ["kind", "fwhm_bin"])},
+        "simulated_embedded": {"by_kind": table(sim, ["kind"]), "by_kind_band": table(sim, ["kind", "band"]),
+                               "by_kind_fwhm": table(sim, ["kind", "fwhm_bin"])},
+        "simulated_in_context": {"by_kind": table(sim, ["kind"], "p_context"),
+                                 "by_kind_fwhm": table(sim, ["kind", "fwhm_bin"], "p_context")},
+        "fwhm": "real: the alert source's FWHM in the science image (candidate.fwhm, px); "
+                "simulated: the frame's seeing FWHM (px)",
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, type=Path, help="a new folder for the results")
+    ap.add_argument("--alerts", type=Path, default=DEFAULT_ALERTS, help="the real alerts (with alerts_index.csv)")
+    ap.add_argument("--sim-seeds", nargs=2, type=int, default=DEFAULT_SIM_SEEDS, metavar=("FIRST", "STOP"),
+                    help="seeds of the simulated control frames, FIRST to STOP - 1; equal for none")
+    ap.add_argument("--checkpoint", default=None, help="a .weights.h5 file; default: the bundled model")
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the embedding's noise")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+    if args.out.exists() and any(args.out.iterdir()):
+        ap.error(f"--out {args.out} exists and is not empty: name a new folder, so no earlier result is overwritten")
+    if not (args.alerts / "alerts_index.csv").is_file():
+        ap.error(f"--alerts {args.alerts} holds no alerts_index.csv (see ../shared/data/ztf_real/README.md)")
+
+    from tails.atomic import atomic_path
+    from tails.litert import load_detector
+
+    model = load_detector(args.checkpoint)
+    table, triplets = real_triplets(args.alerts)
+    real = score(model, table, triplets, seed=args.seed)
+    log.info("scored %d real alerts", len(real))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out) as tmp:
+        table, triplets = simulated_triplets(model, args.sim_seeds, Path(tmp))
+    sim = score(model, table, triplets, seed=args.seed)
+    summary = summarise(real, sim, args.threshold)
+    for name, df in (("real.csv", real), ("simulated.csv", sim)):
+        with atomic_path(args.out / name) as tmp:
+            df.to_csv(tmp, index=False)
+    with atomic_path(args.out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    for part in ("real", "simulated_embedded", "simulated_in_context"):
+        for row in summary[part]["by_kind"]:
+            log.info("%s: %s", part, row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Alert-sized stamps scored by the tile model: a check of the model on real ZTF data.
+
+The detector reads 256 x 256 tiles of whole frames, and the only real ZTF triplets at hand are
+the 63 x 63 cutouts of alert packets (``../shared/data/ztf_real/alerts``).  To show the model a
+real triplet, the cutout is set at the centre of a tile whose other pixels are noise drawn at
+each channel's own background level and scatter.  Preprocessing normalises each channel by its
+L2 norm over the whole tile, so the sky around the stamp must be there, at its real level, for
+the stamp's sources to have their real contrast.
+
+What the surroundings lack are the frame's other stars and their residuals, so a score here is
+the model's view of the one source, not of a real tile.  Simulated triplets cut and set in the
+same way are the control: they tell how much of a difference between real and simulated scores
+is the embedding's, and how much is the data's (``scripts/real_alerts.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .image import TILE_SIZE
+from .preprocess import preprocess_tiles
+
+__all__ = ["background", "embed_stamp", "embed_stamps", "score_stamps"]
+
+#: Cutouts truncated at a CCD edge are padded with this value by :func:`tails.alerts.make_triplet`.
+PAD_VALUE = 1e-9
+
+
+def background(channel: np.ndarray, clip: float = 3.0, iterations: int = 5) -> tuple[float, float]:
+    """The sky level and scatter of one stamp channel: sigma-clipped median and MAD-sigma.
+
+    Parameters
+    ----------
+    channel : ndarray, shape (H, W)
+        Pixel values; NaNs and the padding of truncated cutouts (``PAD_VALUE``) are ignored.
+    clip : float
+        Pixels further than ``clip`` sigmas from the median are left out, ``iterations`` times.
+
+    Returns
+    -------
+    median, sigma : float
+        sigma is 1.4826 times the median absolute deviation; 0 when the channel is constant.
+
+    Raises
+    ------
+    ValueError
+        If the channel has no usable pixel.
+    """
+    v = np.asarray(channel, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v != PAD_VALUE)]
+    if v.size == 0:
+        raise ValueError("the stamp channel has no finite pixel: it cannot be given a background")
+    for _ in range(iterations):
+        med = np.median(v)
+        sigma = 1.4826 * np.median(np.abs(v - med))
+        keep = np.abs(v - med) <= clip * sigma if sigma > 0 else np.ones(v.size, bool)
+        if keep.all():
+            break
+        v = v[keep]
+    med = float(np.median(v))
+    return med, float(1.4826 * np.median(np.abs(v - med)))
+
+
+def embed_stamp(stamp: np.ndarray, rng: np.random.Generator, size: int = TILE_SIZE) -> np.ndarray:
+    """Set a (h, w, C) stamp at the centre of a (size, size, C) tile of matching sky noise.
+
+    The stamp's centre pixel ``(h // 2, w // 2)``, where an alert cutout holds its source, lands on
+    the tile's pixel ``(size // 2, size // 2)``.  Each channel's surroundings are Gaussian noise at
+    that channel's :func:`background`; so are the stamp's own NaN and padded pixels.
+
+    Parameters
+    ----------
+    stamp : ndarray, shape (h, w, C)
+        A triplet such as :func:`tails.alerts.make_triplet` gives (sci, ref, diff); h, w <= size.
+    rng : numpy.random.Generator
+        The noise's source.
+    size : int
+        The tile's side.
+
+    Returns
+    -------
+    ndarray, shape (size, size, C), float32
+    """
+    stamp = np.asarray(stamp, dtype=np.float32)
+    if stamp.ndim != 3 or stamp.shape[0] > size or stamp.shape[1] > size:
+        raise ValueError(f"a stamp must have shape (h, w, C) with h, w <= {size}, got {stamp.shape}")
+    h, w, c = stamp.shape
+    tile = np.empty((size, size, c), dtype=np.float32)
+    r0, c0 = size // 2 - h // 2, size // 2 - w // 2
+    for k in range(c):
+        med, sigma = background(stamp[..., k])
+        tile[..., k] = rng.normal(med, sigma, (size, size))
+        inner = tile[r0 : r0 + h, c0 : c0 + w, k]
+        good = np.isfinite(stamp[..., k]) & (stamp[..., k] != PAD_VALUE)
+        inner[good] = stamp[..., k][good]
+    return tile
+
+
+def embed_stamps(stamps, seed: int = 0, size: int = TILE_SIZE) -> np.ndarray:
+    """:func:`embed_stamp` for each of ``stamps``, with one generator seeded by ``seed``.
+
+    Returns
+    -------
+    ndarray, shape (N, size, size, C), float32
+    """
+    rng = np.random.default_rng(seed)
+    stamps = list(stamps)
+    if not stamps:
+        return np.zeros((0, size, size, 3), dtype=np.float32)
+    return np.stack([embed_stamp(s, rng, size) for s in stamps])
+
+
+def score_stamps(model, stamps, seed: int = 0, batch_size: int | None = None) -> np.ndarray:
+    """The model's ``[p, x, y]`` for each stamp, embedded by :func:`embed_stamps` and preprocessed.
+
+    Parameters
+    ----------
+    model
+        A Tails model or a :class:`tails.litert.LiteRTModel` (:func:`tails.litert.load_detector`).
+    stamps : sequence of ndarray, each (h, w, 3)
+        Triplets sci, ref (on the science grid) and diff.
+    seed : int
+        The embedding noise's seed: the same seed gives the same scores.
+
+    Returns
+    -------
+    ndarray, shape (N, 3), float32
+        p, and the position in the tile's pixels (x = column, y = row); the stamp's centre is at
+        ``(size // 2, size // 2)``.  A tile that preprocessing rejects gets NaN.
+    """
+    from .efficientdet import predict_tiles
+
+    tiles = embed_stamps(stamps, seed=seed)
+    if len(tiles) == 0:
+        return np.zeros((0, 3), dtype=np.float32)
+    x, valid = preprocess_tiles(tiles, copy=False)
+    out = np.full((len(x), 3), np.nan, dtype=np.float32)
+    if valid.any():
+        pred = predict_tiles(model, x[valid], batch_size=batch_size)
+        out[valid] = pred * np.array([1.0, x.shape[2], x.shape[1]], dtype=np.float32)
+    return out
