@@ -6,16 +6,22 @@
 
 A tile that is all NaN in some channel, or whose norm is zero, cannot be normalised: it is
 reported as invalid and skipped by the detector, never a crash.
+
+:func:`background` gives an image's sky level and scatter, robustly; the difference image's
+pedestal (:class:`tails.image.Troika`) and the sky of alert stamps (:mod:`tails.stamps`) use it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BAD_DIFF_NEG", "preprocess_stack", "preprocess_tiles"]
+__all__ = ["BAD_DIFF_NEG", "PAD_VALUE", "background", "preprocess_stack", "preprocess_tiles"]
 
 #: Difference-image values below this (DN) are set to 0 (the original's ``bad_diff_neg``).
 BAD_DIFF_NEG = -100.0
+#: Cutouts truncated at a CCD edge are padded with this value by :func:`tails.alerts.make_triplet`;
+#: :func:`background` leaves such pixels out.
+PAD_VALUE = 1e-9
 
 
 def preprocess_tiles(
@@ -90,3 +96,38 @@ def preprocess_stack(
         stack[...] = out[0]
         return stack
     return out[0]
+
+
+def background(channel: np.ndarray, clip: float = 3.0, iterations: int = 5) -> tuple[float, float]:
+    """The sky level and scatter of an image or a stamp's channel: sigma-clipped median and MAD-sigma.
+
+    Parameters
+    ----------
+    channel : ndarray
+        Pixel values; NaNs and the padding of truncated cutouts (``PAD_VALUE``) are ignored.
+    clip : float
+        Pixels further than ``clip`` sigmas from the median are left out, ``iterations`` times.
+
+    Returns
+    -------
+    median, sigma : float
+        sigma is 1.4826 times the median absolute deviation; 0 when the channel is constant.
+
+    Raises
+    ------
+    ValueError
+        If the channel has no usable pixel.
+    """
+    v = np.asarray(channel, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v != PAD_VALUE)]
+    if v.size == 0:
+        raise ValueError("the image has no finite pixel: it cannot be given a background")
+    for _ in range(iterations):
+        med = np.median(v)
+        sigma = 1.4826 * np.median(np.abs(v - med))
+        keep = np.abs(v - med) <= clip * sigma if sigma > 0 else np.ones(v.size, bool)
+        if keep.all():
+            break
+        v = v[keep]
+    med = float(np.median(v))
+    return med, float(1.4826 * np.median(np.abs(v - med)))

@@ -18,48 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from .image import TILE_SIZE
-from .preprocess import preprocess_tiles
+from .preprocess import PAD_VALUE, background, preprocess_tiles
 
-__all__ = ["background", "embed_stamp", "embed_stamps", "score_stamps"]
-
-#: Cutouts truncated at a CCD edge are padded with this value by :func:`tails.alerts.make_triplet`.
-PAD_VALUE = 1e-9
-
-
-def background(channel: np.ndarray, clip: float = 3.0, iterations: int = 5) -> tuple[float, float]:
-    """The sky level and scatter of one stamp channel: sigma-clipped median and MAD-sigma.
-
-    Parameters
-    ----------
-    channel : ndarray, shape (H, W)
-        Pixel values; NaNs and the padding of truncated cutouts (``PAD_VALUE``) are ignored.
-    clip : float
-        Pixels further than ``clip`` sigmas from the median are left out, ``iterations`` times.
-
-    Returns
-    -------
-    median, sigma : float
-        sigma is 1.4826 times the median absolute deviation; 0 when the channel is constant.
-
-    Raises
-    ------
-    ValueError
-        If the channel has no usable pixel.
-    """
-    v = np.asarray(channel, dtype=np.float64).ravel()
-    v = v[np.isfinite(v) & (v != PAD_VALUE)]
-    if v.size == 0:
-        raise ValueError("the stamp channel has no finite pixel: it cannot be given a background")
-    for _ in range(iterations):
-        med = np.median(v)
-        sigma = 1.4826 * np.median(np.abs(v - med))
-        keep = np.abs(v - med) <= clip * sigma if sigma > 0 else np.ones(v.size, bool)
-        if keep.all():
-            break
-        v = v[keep]
-    med = float(np.median(v))
-    return med, float(1.4826 * np.median(np.abs(v - med)))
-
+__all__ = ["PAD_VALUE", "background", "embed_stamp", "embed_stamps", "score_stamps"]
 
 def embed_stamp(stamp: np.ndarray, rng: np.random.Generator, size: int = TILE_SIZE) -> np.ndarray:
     """Set a (h, w, C) stamp at the centre of a (size, size, C) tile of matching sky noise.
