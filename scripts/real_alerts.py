@@ -11,8 +11,9 @@ their own frame centred on them, which says what the embedding changes.
 
 This scores tiles only: the second look (``tails.refine``) and vetting (``tails.vet``), which
 need the whole frame, are not applied.  Results go to ``OUT``: ``real.csv`` and ``simulated.csv``
-(one row per triplet) and ``summary.json`` (the fraction scored over the threshold, by kind, band
-and FWHM).
+(one row per triplet, with the model's score and position and each source's curve of growth in
+sci and diff, :func:`tails.stamps.growth`) and ``summary.json`` (the fraction scored over the
+threshold by kind, band and FWHM, and the asteroids' curves of growth, real against simulated).
 
 Examples
 --------
@@ -43,6 +44,8 @@ RANDOM_PER_FRAME = 10
 #: FWHM bins (px) of the summary.
 FWHM_BINS = (0.0, 2.0, 2.5, 3.0, 4.0, np.inf)
 BANDS = {1: "zg", 2: "zr", 3: "zi"}
+#: Sources measured for the curve of growth: S/N within 2.5 FWHMs over this, in sci and diff.
+GROWTH_MIN_SNR = 20.0
 SIM_COLUMNS = ["seed", "kind", "x", "y", "mag", "coma_arcsec", "band", "fwhm", "p_context"]
 
 log = logging.getLogger("real_alerts")
@@ -124,8 +127,23 @@ def score(model, table: pd.DataFrame, triplets, seed: int = 0) -> pd.DataFrame:
     from tails.stamps import score_stamps
 
     out = score_stamps(model, triplets, seed=seed)
-    return table.assign(p=out[:, 0], x_tile=out[:, 1], y_tile=out[:, 2],
-                        offset_px=np.hypot(out[:, 1] - 128, out[:, 2] - 128))
+    table = table.assign(p=out[:, 0], x_tile=out[:, 1], y_tile=out[:, 2],
+                         offset_px=np.hypot(out[:, 1] - 128, out[:, 2] - 128))
+    return table.assign(**_growth_columns(table["fwhm"].to_numpy(float), triplets))
+
+
+def _growth_columns(fwhm: np.ndarray, triplets) -> dict:
+    """:func:`tails.stamps.growth` of each triplet's sci and diff source, where its FWHM is sane
+    (1 to 6 px: a few packets lack theirs or give a wild one) and the stamp is 63 x 63."""
+    from tails.stamps import growth
+
+    cols = {f"{m}_{c}": np.full(len(fwhm), np.nan) for c in ("sci", "diff") for m in ("core", "wings", "snr")}
+    for i, (f, t) in enumerate(zip(fwhm, triplets)):
+        if not 1.0 < f < 6.0 or t.shape[:2] != (63, 63):
+            continue
+        for k, c in ((0, "sci"), (2, "diff")):
+            cols[f"core_{c}"][i], cols[f"wings_{c}"][i], cols[f"snr_{c}"][i] = growth(t[..., k], f)
+    return cols
 
 
 def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
@@ -141,6 +159,13 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
                           "median_p": g.median()}).reset_index()
         return t.round(3).to_dict(orient="records")
 
+    def growth(df: pd.DataFrame) -> list[dict]:
+        d = df[(df["snr_sci"] > GROWTH_MIN_SNR) & (df["snr_diff"] > GROWTH_MIN_SNR)]
+        d = d.assign(fwhm_bin=pd.cut(d["fwhm"], FWHM_BINS).astype(str))
+        g = d.groupby("fwhm_bin", observed=True)
+        cols = ["core_sci", "wings_sci", "core_diff", "wings_diff"]
+        return pd.concat([g.size().rename("n"), g[cols].median()], axis=1).reset_index().round(3).to_dict(orient="records")
+
     return {
         "threshold": threshold,
         "real": {"by_kind": table(real, ["kind"]), "by_kind_band": table(real, ["kind", "band"]),
@@ -149,6 +174,12 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
                                "by_kind_fwhm": table(sim, ["kind", "fwhm_bin"])},
         "simulated_in_context": {"by_kind": table(sim, ["kind"], "p_context"),
                                  "by_kind_fwhm": table(sim, ["kind", "fwhm_bin"], "p_context")},
+        "growth_of_asteroids": {
+            "real": growth(real[real["kind"] == "known asteroid"]),
+            "simulated": growth(sim[sim["kind"] == "asteroid"]),
+            "what": "medians of F(1 FWHM)/F(2.5 FWHM) (core) and F(2.5 FWHM)/F(5 FWHM) (wings) of the "
+                    f"asteroids of S/N > {GROWTH_MIN_SNR:g} in both sci and diff (tails.stamps.growth)",
+        },
         "fwhm": "real: the alert source's FWHM in the science image (candidate.fwhm, px); "
                 "simulated: the frame's seeing FWHM (px)",
     }

@@ -9,7 +9,8 @@ from bundled import BUNDLED
 from real_data import ALERTS
 from toy_models import peak_model
 
-from tails.stamps import PAD_VALUE, background, embed_stamp, embed_stamps, score_stamps
+from tails.simulate import moffat_kernel
+from tails.stamps import PAD_VALUE, background, embed_stamp, embed_stamps, growth, score_stamps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,6 +89,23 @@ def test_scores_give_the_source_position_in_tile_pixels_and_nan_for_a_tile_that_
     np.testing.assert_allclose(out[0], [1.0, 128.0 - 1, 128.0], atol=1e-4)  # source at x = 30: one left of centre
     np.testing.assert_allclose(out[1], [1.0, 128.0 + 9, 128.0 - 11], atol=1e-4)
     assert np.isnan(out[2]).all()
+
+
+@pytest.mark.parametrize("beta, wings", [(2.5, 0.968), (4.5, 0.997)])
+def test_the_curve_of_growth_of_a_moffat_star_is_the_analytic_one(beta, wings):
+    rng = np.random.default_rng(6)
+    stamp = 100.0 + rng.normal(0, 0.01, (63, 63)) + 1e5 * moffat_kernel(2.5, beta, size=63)
+    core, w, snr = growth(stamp, 2.5)
+    assert w == pytest.approx(wings, abs=0.004)
+    assert 0.5 < core < 0.9 and snr > 1e4
+
+
+def test_a_coma_spreads_its_light_further_than_a_star():
+    yy, xx = np.mgrid[:63, :63]
+    coma = 1.0 / np.maximum(np.hypot(xx - 31, yy - 31), 0.5)  # 1/rho, as a comet's coma
+    star = moffat_kernel(2.5, 3.0, size=63)
+    (c_star, w_star, _), (c_coma, w_coma, _) = growth(star * 1e4, 2.5), growth(coma * 1e2, 2.5)
+    assert c_coma < c_star - 0.2 and w_coma < w_star - 0.2
 
 
 def test_simulated_controls_are_cut_at_their_sources(tmp_path):
