@@ -574,10 +574,13 @@ class Troika(Dvoika):
 
     def _remove_pedestal(self) -> float:
         """Subtract the difference image's sky level if it lies ``DIFF_PEDESTAL_SIGMA`` or more
-        from zero, and return what was subtracted (0.0 if nothing was)."""
+        from zero, and return what was subtracted (0.0 if nothing was).
+
+        Pixels of exactly 0, where the reference does not reach, are neither measured nor
+        changed: they stay the empty difference that the model learnt them as."""
         step = max(1, int(np.sqrt(self.zogy.size / PEDESTAL_PIXELS)))
         sample = self.zogy[::step, ::step]
-        try:  # pixels of exactly 0 lie where the reference does not reach: they are no sky
+        try:
             level, sigma = background(sample[sample != 0])
         except ValueError:
             return 0.0  # all NaN or 0: preprocessing skips its tiles
@@ -587,7 +590,8 @@ class Troika(Dvoika):
             "%s: the difference image's sky is %.3g DN, %.2f of its sigmas from zero; subtracted, "
             "for the model takes such a pedestal for comets", self.name, level, level / sigma,
         )
-        self.zogy -= np.float32(level)
+        sky = self.zogy != 0
+        self.zogy[sky] -= np.float32(level)
         return float(level)
 
     def channels(self, ref: np.ndarray | None = None) -> tuple[np.ndarray, ...]:

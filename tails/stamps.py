@@ -20,7 +20,8 @@ import numpy as np
 from .image import TILE_SIZE
 from .preprocess import PAD_VALUE, background, preprocess_tiles
 
-__all__ = ["PAD_VALUE", "background", "embed_stamp", "embed_stamps", "score_stamps", "growth"]
+__all__ = ["embed_stamp", "embed_stamps", "score_stamps", "growth"]
+
 
 def embed_stamp(stamp: np.ndarray, rng: np.random.Generator, size: int = TILE_SIZE) -> np.ndarray:
     """Set a (h, w, C) stamp at the centre of a (size, size, C) tile of matching sky noise.
@@ -107,7 +108,7 @@ def growth(channel: np.ndarray, fwhm: float) -> tuple[float, float, float]:
 
     The source is centroided near the stamp's centre pixel (:func:`tails.vet.centroid`) and
     measured in exact circular apertures (:func:`tails.vet.aperture_weights`) above the sky of
-    the stamp's outer ring (beyond ``h // 2 - 8`` px from the centre).
+    the stamp's outer ring (beyond ``h // 2 - 8`` px from the centre; its :func:`background`).
 
     Returns
     -------
@@ -120,9 +121,8 @@ def growth(channel: np.ndarray, fwhm: float) -> tuple[float, float, float]:
     s = np.nan_to_num(np.asarray(channel, dtype=np.float64))
     half = s.shape[0] // 2
     yy, xx = np.mgrid[: s.shape[0], : s.shape[1]]
-    sky = s[np.hypot(xx - half, yy - half) > half - 8]
-    s = s - np.median(sky)
-    sigma = 1.4826 * np.median(np.abs(sky - np.median(sky)))
+    level, sigma = background(s[np.hypot(xx - half, yy - half) > half - 8])
+    s = s - level
     x, y = centroid(s, fwhm, search=3)
     f1, f2, f3 = ((aperture_weights(x, y, r * fwhm, half) * s).sum() for r in (1.0, 2.5, 5.0))
     return (f1 / f2 if f2 > 0 else np.nan), (f2 / f3 if f3 > 0 else np.nan), (f2 / sigma if sigma > 0 else np.nan)

@@ -9,8 +9,9 @@ from bundled import BUNDLED
 from real_data import ALERTS
 from toy_models import peak_model
 
+from tails.preprocess import PAD_VALUE, background
 from tails.simulate import moffat_kernel
-from tails.stamps import PAD_VALUE, background, embed_stamp, embed_stamps, growth, score_stamps
+from tails.stamps import embed_stamp, embed_stamps, growth, score_stamps
 
 REPO = Path(__file__).resolve().parents[1]
 
