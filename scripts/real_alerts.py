@@ -152,16 +152,17 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
     ``n`` counts the triplets scored; those that preprocessing rejects (NaN) are left out.
     """
 
+    def binned(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(fwhm_bin=pd.cut(df["fwhm"], FWHM_BINS).astype(str))
+
     def table(df: pd.DataFrame, by: list[str], column: str = "p") -> list[dict]:
-        d = df.assign(fwhm_bin=pd.cut(df["fwhm"], FWHM_BINS).astype(str))
-        g = d.groupby(by, observed=True)[column]
+        g = binned(df).groupby(by, observed=True)[column]
         t = pd.DataFrame({"n": g.count(), "over_threshold": g.apply(lambda s: float((s.dropna() >= threshold).mean())),
                           "median_p": g.median()}).reset_index()
         return t.round(3).to_dict(orient="records")
 
     def growth(df: pd.DataFrame) -> list[dict]:
-        d = df[(df["snr_sci"] > GROWTH_MIN_SNR) & (df["snr_diff"] > GROWTH_MIN_SNR)]
-        d = d.assign(fwhm_bin=pd.cut(d["fwhm"], FWHM_BINS).astype(str))
+        d = binned(df[(df["snr_sci"] > GROWTH_MIN_SNR) & (df["snr_diff"] > GROWTH_MIN_SNR)])
         g = d.groupby("fwhm_bin", observed=True)
         cols = ["core_sci", "wings_sci", "core_diff", "wings_diff"]
         return pd.concat([g.size().rename("n"), g[cols].median()], axis=1).reset_index().round(3).to_dict(orient="records")
