@@ -11,9 +11,10 @@ their own frame centred on them, which says what the embedding changes.
 
 This scores tiles only: the second look (``tails.refine``) and vetting (``tails.vet``), which
 need the whole frame, are not applied.  Results go to ``OUT``: ``real.csv`` and ``simulated.csv``
-(one row per triplet, with the model's score and position and each source's curve of growth in
-sci and diff, :func:`tails.stamps.growth`) and ``summary.json`` (the fraction scored over the
-threshold by kind, band and FWHM, and the asteroids' curves of growth, real against simulated).
+(one row per triplet, with the model's score and position, each source's curve of growth in
+sci and diff, :func:`tails.stamps.growth`, and its Moffat fit in sci, :func:`tails.stamps.moffat_fit`)
+and ``summary.json`` (the fraction scored over the threshold by kind, band and FWHM, and the
+asteroids' curves of growth and PSF betas, real against simulated).
 
 Examples
 --------
@@ -46,6 +47,10 @@ FWHM_BINS = (0.0, 2.0, 2.5, 3.0, 4.0, np.inf)
 BANDS = {1: "zg", 2: "zr", 3: "zi"}
 #: Sources measured for the curve of growth: S/N within 2.5 FWHMs over this, in sci and diff.
 GROWTH_MIN_SNR = 20.0
+#: Sources whose Moffat fit is summarised: fitted S/N over this (as in tests/test_simulate_calibration.py).
+MOFFAT_MIN_SNR = 30.0
+#: Fitted-FWHM bins (px) of the Moffat summary.
+MOFFAT_FWHM_BINS = (0.5, 2.0, 2.5, 3.0, 4.0, 8.0)
 SIM_COLUMNS = ["seed", "kind", "x", "y", "mag", "coma_arcsec", "band", "fwhm", "p_context"]
 
 log = logging.getLogger("real_alerts")
@@ -134,12 +139,18 @@ def score(model, table: pd.DataFrame, triplets, seed: int = 0) -> pd.DataFrame:
 
 def _growth_columns(fwhm: np.ndarray, triplets) -> dict:
     """:func:`tails.stamps.growth` of each triplet's sci and diff source, where its FWHM is sane
-    (1 to 6 px: a few packets lack theirs or give a wild one) and the stamp is 63 x 63."""
-    from tails.stamps import growth
+    (1 to 6 px: a few packets lack theirs or give a wild one) and the stamp is 63 x 63, and
+    :func:`tails.stamps.moffat_fit` of its sci source (``beta_sci``, ``fwhm_fit_sci``, ``snr_fit_sci``)."""
+    from tails.stamps import growth, moffat_fit
 
-    cols = {f"{m}_{c}": np.full(len(fwhm), np.nan) for c in ("sci", "diff") for m in ("core", "wings", "snr")}
+    names = [f"{m}_{c}" for c in ("sci", "diff") for m in ("core", "wings", "snr")]
+    names += ["beta_sci", "fwhm_fit_sci", "snr_fit_sci"]
+    cols = {name: np.full(len(fwhm), np.nan) for name in names}
     for i, (f, t) in enumerate(zip(fwhm, triplets)):
-        if not 1.0 < f < 6.0 or t.shape[:2] != (63, 63):
+        if t.shape[:2] != (63, 63):
+            continue
+        cols["beta_sci"][i], cols["fwhm_fit_sci"][i], cols["snr_fit_sci"][i] = moffat_fit(t[..., 0])
+        if not 1.0 < f < 6.0:
             continue
         for k, c in ((0, "sci"), (2, "diff")):
             cols[f"core_{c}"][i], cols[f"wings_{c}"][i], cols[f"snr_{c}"][i] = growth(t[..., k], f)
@@ -167,6 +178,13 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
         cols = ["core_sci", "wings_sci", "core_diff", "wings_diff"]
         return pd.concat([g.size().rename("n"), g[cols].median()], axis=1).reset_index().round(3).to_dict(orient="records")
 
+    def psf(df: pd.DataFrame) -> list[dict]:
+        ok = (df["snr_fit_sci"] > MOFFAT_MIN_SNR) & (df["beta_sci"] < 14.9)  # 15 is the bound: a failed fit
+        d = df[ok].assign(fit_bin=pd.cut(df["fwhm_fit_sci"], MOFFAT_FWHM_BINS).astype(str))
+        g = d[d["fit_bin"] != "nan"].groupby("fit_bin", observed=True)["beta_sci"]
+        t = pd.DataFrame({"n": g.size(), "median_beta": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75)})
+        return t.reset_index().round(3).to_dict(orient="records")
+
     return {
         "threshold": threshold,
         "real": {"by_kind": table(real, ["kind"]), "by_kind_band": table(real, ["kind", "band"]),
@@ -180,6 +198,12 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
             "simulated": growth(sim[sim["kind"] == "asteroid"]),
             "what": "medians of F(1 FWHM)/F(2.5 FWHM) (core) and F(2.5 FWHM)/F(5 FWHM) (wings) of the "
                     f"asteroids of S/N > {GROWTH_MIN_SNR:g} in both sci and diff (tails.stamps.growth)",
+        },
+        "psf_of_asteroids": {
+            "real": psf(real[real["kind"] == "known asteroid"]),
+            "simulated": psf(sim[sim["kind"] == "asteroid"]),
+            "what": "Moffat beta of the asteroids of fitted S/N > "
+                    f"{MOFFAT_MIN_SNR:g} in sci, by fitted FWHM in px (tails.stamps.moffat_fit)",
         },
         "fwhm": "real: the alert source's FWHM in the science image (candidate.fwhm, px); "
                 "simulated: the frame's seeing FWHM (px)",

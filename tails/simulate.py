@@ -10,7 +10,8 @@ its own grid), with the header keywords Tails reads, plus a truth table.  Facts 
   read noise"); sky from dark (r about 21 mag/arcsec^2) to bright twilight (ZTF.md, "sky
   brightness"), calibrated so that a dark r frame has a sky near 158 DN (ZTF.md, "a real r-band frame");
 * zero points MAGZP about 26.3 in DN for the exposure (ZTF.md, "zero points");
-* PSF: Moffat with seeing FWHM 1.2"-3.5" and mild ellipticity (ZTF.md, "seeing");
+* PSF: Moffat with seeing FWHM 1.2"-3.5" and mild ellipticity (ZTF.md, "seeing"), its wings
+  heavier in good seeing, as Moffat fits to real ZTF point sources show (:func:`psf_beta`);
 * saturation at SATURATE with bleed trails along columns, diffraction spikes (ZTF.md, "saturation");
 * the reference: a deeper coadd (typically 15-40 epochs, so noise lower by ~4-6x) with better seeing,
   on its own grid offset by tens of pixels and slightly rotated (ZTF.md, "reference image");
@@ -50,6 +51,7 @@ __all__ = [
     "Conditions",
     "SimulatedFrame",
     "random_conditions",
+    "psf_beta",
     "random_frame_name",
     "simulate_frame",
     "write_frame",
@@ -76,6 +78,9 @@ SATURATE = 58000.0
 #: Comet colours relative to r (solar-like: g - r ~ 0.5, r - i ~ 0.15; an estimate).
 COMET_COLOUR = {"zg": 0.5, "zr": 0.0, "zi": -0.15}
 FILTER_NAMES = {"zg": "ZTF_g", "zr": "ZTF_r", "zi": "ZTF_i"}
+#: How far (in FWHMs) a PSF kernel reaches: a Moffat of beta 2 holds 99 % of its light within 8
+#: FWHM, against 96 % within 4 (the light beyond is lost when the kernel is normalised).
+PSF_RADIUS_FWHM = 8
 #: Area of a quadrant in deg^2 (3072 x 3080 px at 1.01"/px).
 QUAD_AREA_DEG2 = FRAME_SHAPE[0] * FRAME_SHAPE[1] * (PIXSCALE / 3600) ** 2
 
@@ -105,6 +110,10 @@ class Conditions:
         Fraction of the science frame the reference covers along x (footprint edge when < 1).
     ref_seeing : float
         Reference PSF FWHM, arcsec.
+    psf_beta : float, optional
+        Moffat beta of the PSF, of the science image and the reference alike.  The lower, the
+        heavier the wings.  ``psf_beta(seeing)`` when None (:func:`random_conditions` draws its
+        scatter).
     ref_depth : float
         Noise of the reference relative to one epoch (1 / sqrt(number of epochs)).
     misregistration : (float, float)
@@ -131,7 +140,7 @@ class Conditions:
     ref_seeing: float = 1.7
     ref_depth: float = 0.2
     misregistration: tuple[float, float] = (0.05, -0.03)
-    psf_beta: float = 3.0
+    psf_beta: float | None = None
     ellipticity: float = 0.05
     ellipticity_angle: float = 0.0
     star_jitter: float | None = None
@@ -159,10 +168,26 @@ def random_conditions(rng: np.random.Generator, filt: str = "zr") -> Conditions:
         ref_seeing=float(np.clip(seeing * rng.uniform(0.7, 1.05), 1.2, 3.0)),
         ref_depth=float(1 / np.sqrt(rng.integers(15, 41))),
         misregistration=(float(rng.normal(0, 0.04)), float(rng.normal(0, 0.04))),
-        psf_beta=float(rng.uniform(2.5, 4.5)),
+        psf_beta=psf_beta(seeing, rng.uniform(-1, 1)),
         ellipticity=float(rng.uniform(0.0, 0.12)),
         ellipticity_angle=float(rng.uniform(0, 180)),
     )
+
+
+def psf_beta(seeing: float, scatter: float = 0.0) -> float:
+    """The Moffat beta of a ZTF PSF of FWHM ``seeing`` (arcsec): heavier wings in good seeing.
+
+    ``beta = 2.0 + (seeing - 1.6") / 1" + 0.5 scatter``, within 1.5-4.8, with ``scatter`` in
+    [-1, 1].  Fitted to circular Moffats on the real known asteroids of S/N > 30 in
+    ``shared/data/ztf_real`` (:func:`tails.stamps.moffat_fit`): at a fitted FWHM of 0.9-2.1 px
+    (40 exposures of 2023-10-16, median 1.5 px) beta has a median of 1.9 and quartiles of
+    1.5-2.5; at 3.7-4.0 px (7 of 2023-10-10) a median of 4.0 (3.1-4.9).  The same fit returns
+    1.48, 1.86, 2.33 and 3.26 for simulated asteroids of beta 1.5, 2, 2.5 and 3.  A straight line
+    between the two groups is an assumption: the real data hold no point source of 2.1-3.7 px.
+    Kolmogorov turbulence alone gives 4.77 (Trujillo et al. 2001, MNRAS 328, 977).
+    tests/test_simulate_calibration.py checks the fits.
+    """
+    return float(np.clip(2.0 + (seeing - 1.6) + 0.5 * scatter, 1.5, 4.8))
 
 
 def random_frame_name(rng: np.random.Generator) -> str:
@@ -178,8 +203,11 @@ def random_frame_name(rng: np.random.Generator) -> str:
 # --------------------------------------------------------------------------- PSF and rendering
 def moffat_kernel(fwhm_pix: float, beta: float, ellipticity: float = 0.0, angle_deg: float = 0.0,
                   size: int | None = None) -> np.ndarray:
-    """A normalised, optionally elliptical Moffat PSF sampled on a square grid."""
-    size = size or int(2 * np.ceil(4 * fwhm_pix) + 1)
+    """A normalised, optionally elliptical Moffat PSF sampled on a square grid.
+
+    The grid reaches ``PSF_RADIUS_FWHM`` FWHMs from the centre unless ``size`` is given.
+    """
+    size = size or int(2 * np.ceil(PSF_RADIUS_FWHM * fwhm_pix) + 1)
     alpha = fwhm_pix / (2 * np.sqrt(2 ** (1 / beta) - 1))
     y, x = np.mgrid[: size, : size] - (size - 1) / 2
     t = np.deg2rad(angle_deg)
@@ -486,6 +514,8 @@ def simulate_frame(
             rows.append(_truth_row("supernova", x, y, mag=float(m)))
 
     # ---- PSFs and images
+    if cond.psf_beta is None:
+        cond = replace(cond, psf_beta=psf_beta(cond.seeing))
     psf = moffat_kernel(seeing_pix, cond.psf_beta, cond.ellipticity, cond.ellipticity_angle)
     psf_ref = moffat_kernel(cond.ref_seeing / PIXSCALE, cond.psf_beta, cond.ellipticity * 0.5, cond.ellipticity_angle)
     static_sci = fftconvolve(scene, psf, mode="same")

@@ -11,7 +11,7 @@ from toy_models import peak_model
 
 from tails.preprocess import PAD_VALUE, background
 from tails.simulate import moffat_kernel
-from tails.stamps import embed_stamp, embed_stamps, growth, score_stamps
+from tails.stamps import embed_stamp, embed_stamps, growth, moffat_fit, score_stamps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,6 +99,25 @@ def test_the_curve_of_growth_of_a_moffat_star_is_the_analytic_one(beta, wings):
     core, w, snr = growth(stamp, 2.5)
     assert w == pytest.approx(wings, abs=0.004)
     assert 0.5 < core < 0.9 and snr > 1e4
+
+
+@pytest.mark.parametrize("beta", [1.8, 3.0])
+def test_a_moffat_fit_returns_the_beta_and_fwhm_of_a_pixelised_star(beta):
+    """A Moffat of FWHM 2.2 px integrated over pixels (sampled 5 x 5 finer, then binned), with noise
+    and a fainter neighbour 12 px away, gives back its beta and FWHM."""
+    rng = np.random.default_rng(7)
+    fine = moffat_kernel(2.2 * 5, beta, size=63 * 5)
+    star = fine.reshape(63, 5, 63, 5).sum(axis=(1, 3))
+    neighbour = np.roll(star, (12, 3), axis=(0, 1))
+    stamp = 200.0 + rng.normal(0, 3.0, (63, 63)) + 2e4 * star + 3e3 * neighbour
+    b, fwhm, snr = moffat_fit(stamp)
+    assert b == pytest.approx(beta, abs=0.15)
+    assert fwhm == pytest.approx(2.2, abs=0.08)
+    assert snr > 100
+
+
+def test_a_moffat_fit_of_a_flat_stamp_is_nan():
+    assert np.isnan(moffat_fit(np.full((63, 63), 10.0))).all()
 
 
 def test_a_coma_spreads_its_light_further_than_a_star():
