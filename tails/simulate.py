@@ -179,11 +179,12 @@ def psf_beta(seeing: float, scatter: float = 0.0) -> float:
 
     ``beta = 2.0 + (seeing - 1.6") / 1" + 0.5 scatter``, within 1.5-4.8, with ``scatter`` in
     [-1, 1].  Fitted to circular Moffats on the real known asteroids of S/N > 30 in
-    ``shared/data/ztf_real`` (:func:`tails.stamps.moffat_fit`): at a fitted FWHM of 0.9-2.1 px
-    (40 exposures of 2023-10-16, median 1.5 px) beta has a median of 1.9 and quartiles of
-    1.5-2.5; at 3.7-4.0 px (7 of 2023-10-10) a median of 4.0 (3.1-4.9).  The same fit returns
-    1.48, 1.86, 2.33 and 3.26 for simulated asteroids of beta 1.5, 2, 2.5 and 3.  A straight line
-    between the two groups is an assumption: the real data hold no point source of 2.1-3.7 px.
+    ``shared/data/ztf_real`` (:func:`tails.stamps.moffat_fit`): the 41 at a fitted FWHM of
+    0.9-2.1 px (one night, 2023-10-16; median 1.5 px) have a median beta of 1.80 and quartiles
+    of 1.41-2.21; the 7 at 3.7-4.0 px (2023-10-10) a median of 4.03 (3.30-4.52).  The same fit
+    returns 1.48, 1.86, 2.33 and 3.26 for simulated asteroids of beta 1.5, 2, 2.5 and 3.  A
+    straight line between the two groups is an assumption: between 2.1 and 3.7 px the real data
+    hold one such asteroid.
     Kolmogorov turbulence alone gives 4.77 (Trujillo et al. 2001, MNRAS 328, 977).
     tests/test_simulate_calibration.py checks the fits.
     """
