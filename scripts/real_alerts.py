@@ -179,8 +179,7 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
         return pd.concat([g.size().rename("n"), g[cols].median()], axis=1).reset_index().round(3).to_dict(orient="records")
 
     def psf(df: pd.DataFrame) -> list[dict]:
-        ok = (df["snr_fit_sci"] > MOFFAT_MIN_SNR) & (df["beta_sci"] < 14.9)  # 15 is the bound: a failed fit
-        d = df[ok].assign(fit_bin=pd.cut(df["fwhm_fit_sci"], MOFFAT_FWHM_BINS).astype(str))
+        d = df[df["snr_fit_sci"] > MOFFAT_MIN_SNR].assign(fit_bin=pd.cut(df["fwhm_fit_sci"], MOFFAT_FWHM_BINS).astype(str))
         g = d[d["fit_bin"] != "nan"].groupby("fit_bin", observed=True)["beta_sci"]
         t = pd.DataFrame({"n": g.size(), "median_beta": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75)})
         return t.reset_index().round(3).to_dict(orient="records")

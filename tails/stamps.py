@@ -155,8 +155,8 @@ def moffat_fit(channel: np.ndarray, radius: int = 15) -> tuple[float, float, flo
     -------
     beta, fwhm, snr : float
         Moffat beta, the FWHM in px (before pixelisation), and the fitted flux over the sky's
-        sigma times ``sqrt(pi) FWHM``.  NaN where the sky's sigma is zero.  A fit that ends at
-        beta = 15 or a FWHM under 0.5 px has failed (a cosmic ray, a blank centre).
+        sigma times ``sqrt(pi) FWHM``.  All NaN where the sky's sigma is zero or the fit failed:
+        it ended at beta's upper bound or at a FWHM under 0.5 px (a cosmic ray, a blank centre).
     """
     from scipy.optimize import least_squares
 
@@ -178,4 +178,6 @@ def moffat_fit(channel: np.ndarray, radius: int = 15) -> tuple[float, float, flo
                         bounds=(lower, upper), loss="soft_l1", f_scale=3.0)
     flux, _, _, alpha, beta, _ = fit.x
     fwhm = 2 * alpha * np.sqrt(2 ** (1 / beta) - 1)
+    if beta > 0.99 * upper[4] or fwhm < 0.5:
+        return np.nan, np.nan, np.nan
     return float(beta), float(fwhm), float(flux / (sigma * np.sqrt(np.pi) * fwhm))

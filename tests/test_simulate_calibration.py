@@ -156,7 +156,7 @@ def real_asteroid_psfs() -> np.ndarray:
 
     known = known_asteroid_candids()
     fits_ = [moffat_fit(make_triplet(a)[..., 0]) for a in avro_alerts() if int(a["candid"]) in known]
-    out = np.array([(b, f) for b, f, snr in fits_ if snr > 30 and f > 0.5 and b < 14.9])
+    out = np.array([(b, f) for b, f, snr in fits_ if snr > 30])
     assert len(out) > 40
     return out
 

@@ -116,8 +116,11 @@ def test_a_moffat_fit_returns_the_beta_and_fwhm_of_a_pixelised_star(beta):
     assert snr > 100
 
 
-def test_a_moffat_fit_of_a_flat_stamp_is_nan():
+def test_a_moffat_fit_of_a_flat_stamp_or_a_cosmic_ray_is_nan():
     assert np.isnan(moffat_fit(np.full((63, 63), 10.0))).all()
+    hit = 100.0 + np.random.default_rng(8).normal(0, 3.0, (63, 63))
+    hit[31, 31] += 5e3  # one pixel: narrower than any PSF
+    assert np.isnan(moffat_fit(hit)).all()
 
 
 def test_a_coma_spreads_its_light_further_than_a_star():
