@@ -163,8 +163,8 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
     ``n`` counts the triplets scored; those that preprocessing rejects (NaN) are left out.
     """
 
-    def binned(df: pd.DataFrame) -> pd.DataFrame:
-        return df.assign(fwhm_bin=pd.cut(df["fwhm"], FWHM_BINS).astype(str))
+    def binned(df: pd.DataFrame, column: str = "fwhm", bins=FWHM_BINS, name: str = "fwhm_bin") -> pd.DataFrame:
+        return df.assign(**{name: pd.cut(df[column], bins).astype(str)})
 
     def table(df: pd.DataFrame, by: list[str], column: str = "p") -> list[dict]:
         g = binned(df).groupby(by, observed=True)[column]
@@ -179,7 +179,7 @@ def summarise(real: pd.DataFrame, sim: pd.DataFrame, threshold: float) -> dict:
         return pd.concat([g.size().rename("n"), g[cols].median()], axis=1).reset_index().round(3).to_dict(orient="records")
 
     def psf(df: pd.DataFrame) -> list[dict]:
-        d = df[df["snr_fit_sci"] > MOFFAT_MIN_SNR].assign(fit_bin=pd.cut(df["fwhm_fit_sci"], MOFFAT_FWHM_BINS).astype(str))
+        d = binned(df[df["snr_fit_sci"] > MOFFAT_MIN_SNR], "fwhm_fit_sci", MOFFAT_FWHM_BINS, "fit_bin")
         g = d[d["fit_bin"] != "nan"].groupby("fit_bin", observed=True)["beta_sci"]
         t = pd.DataFrame({"n": g.size(), "median_beta": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75)})
         return t.reset_index().round(3).to_dict(orient="records")

@@ -121,14 +121,22 @@ def growth(channel: np.ndarray, fwhm: float) -> tuple[float, float, float]:
     """
     from .vet import aperture_weights, centroid
 
-    s = np.nan_to_num(np.asarray(channel, dtype=np.float64))
+    s, level, sigma = _ring_sky(channel)
     half = s.shape[0] // 2
-    yy, xx = np.mgrid[: s.shape[0], : s.shape[1]]
-    level, sigma = background(s[np.hypot(xx - half, yy - half) > half - 8])
     s = s - level
     x, y = centroid(s, fwhm, search=3)
     f1, f2, f3 = ((aperture_weights(x, y, r * fwhm, half) * s).sum() for r in (1.0, 2.5, 5.0))
     return (f1 / f2 if f2 > 0 else np.nan), (f2 / f3 if f3 > 0 else np.nan), (f2 / sigma if sigma > 0 else np.nan)
+
+
+def _ring_sky(channel: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """A stamp channel as float64 with NaN set to 0, and the :func:`background` of its outer
+    ring, beyond ``h // 2 - 8`` px from the centre, where a stamp's central source has faded."""
+    s = np.nan_to_num(np.asarray(channel, dtype=np.float64))
+    half = s.shape[0] // 2
+    yy, xx = np.mgrid[: s.shape[0], : s.shape[1]]
+    level, sigma = background(s[np.hypot(xx - half, yy - half) > half - 8])
+    return s, level, sigma
 
 
 def _moffat_pixels(params, xx, yy, sub: int = 5) -> np.ndarray:
@@ -160,10 +168,8 @@ def moffat_fit(channel: np.ndarray, radius: int = 15) -> tuple[float, float, flo
     """
     from scipy.optimize import least_squares
 
-    s = np.nan_to_num(np.asarray(channel, dtype=np.float64))
+    s, level, sigma = _ring_sky(channel)
     half = s.shape[0] // 2
-    yy, xx = np.mgrid[: s.shape[0], : s.shape[1]]
-    level, sigma = background(s[np.hypot(xx - half, yy - half) > half - 8])
     if not sigma > 0:
         return np.nan, np.nan, np.nan
     box = s[half - radius : half + radius + 1, half - radius : half + radius + 1] - level
