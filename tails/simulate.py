@@ -21,7 +21,9 @@ its own grid), with the header keywords Tails reads, plus a truth table.  Facts 
 * comets: an unresolved nucleus plus a coma with 1/rho surface brightness (A'Hearn 1984), radius
   2"-60", and a dust tail 0"-200" along a position angle, total r 14-20.5 (ZTF.md, "Comets as ZTF
   sees them"); in sci and diff, not in the reference.  The truth position is the nucleus;
-* confusers (ZTF.md, "Confusers that are not comets"): asteroids, variable stars and supernovae,
+* confusers (ZTF.md, "Confusers that are not comets"): asteroids, trailed as far as their orbits
+  move them in the exposure (:func:`asteroid_rates`: main-belt ones by a third of a pixel,
+  near-Earth ones, 2.6 % of them, by up to 12 px), variable stars and supernovae,
   cosmic rays, satellite streaks, ghosts / reflection halos of bright stars, bad columns,
   nebulosity, galaxies, and the edge of the reference footprint.
 
@@ -52,6 +54,8 @@ __all__ = [
     "SimulatedFrame",
     "random_conditions",
     "psf_beta",
+    "asteroid_rates",
+    "trail_length",
     "random_frame_name",
     "simulate_frame",
     "write_frame",
@@ -83,6 +87,19 @@ FILTER_NAMES = {"zg": "ZTF_g", "zr": "ZTF_r", "zi": "ZTF_i"}
 PSF_RADIUS_FWHM = 8
 #: Area of a quadrant in deg^2 (3072 x 3080 px at 1.01"/px).
 QUAD_AREA_DEG2 = FRAME_SHAPE[0] * FRAME_SHAPE[1] * (PIXSCALE / 3600) ** 2
+#: Semi-major axes of the main asteroid belt in AU, between the Kirkwood gaps of the 4:1 and
+#: 2:1 resonances with Jupiter (Hungarias inside, Hildas and Trojans outside, are left out).
+MAIN_BELT_AU = (2.1, 3.3)
+#: The least solar elongation at which ZTF observes, degrees (its twilight survey reaches about
+#: 40 degrees from the Sun; most of its time is spent beyond 60).  An estimate.
+MIN_ELONGATION_DEG = 40.0
+#: Fraction of the asteroids in a frame that are near-Earth asteroids: the Minor Planet Center's
+#: archive held about 36,000 NEAs among 1.4 million minor planets in 2024, 2.6 %.  Which of them
+#: a survey detects (NEAs are over-represented among the bright and the nearby) is ignored.
+NEA_FRACTION = 0.026
+#: Rates of motion of near-Earth asteroids in degrees per day, drawn log-uniform: from about
+#: the fastest main-belt rate to the fast movers that streak (an estimate).
+NEA_RATE_DEG_DAY = (0.3, 10.0)
 
 
 # --------------------------------------------------------------------------- conditions
@@ -189,6 +206,38 @@ def psf_beta(seeing: float, scatter: float = 0.0) -> float:
     tests/test_simulate_calibration.py checks the fits.
     """
     return float(np.clip(2.0 + (seeing - 1.6) + 0.5 * scatter, 1.5, 4.8))
+
+
+def asteroid_rates(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Apparent rates of motion, degrees per day, of ``n`` asteroids seen from the Earth.
+
+    Main-belt asteroids (a fraction ``1 - NEA_FRACTION``) are on circular orbits in the
+    ecliptic, with semi-major axes uniform over :data:`MAIN_BELT_AU` and at random places on
+    them, kept where they are at least :data:`MIN_ELONGATION_DEG` from the Sun.  Their
+    apparent rate is the Earth-asteroid relative velocity across the line of sight over the
+    distance, with orbital speeds ``2 pi / sqrt(a)`` AU per year (Kepler's third law).  At
+    opposition, an asteroid of a = 2.7 AU moves 0.23 deg/day, 0.29" in a 30 s exposure: main-belt
+    asteroids are point sources to ZTF.  Near-Earth asteroids get rates log-uniform over
+    :data:`NEA_RATE_DEG_DAY`.
+    """
+    if n == 0:
+        return np.zeros(0)
+    a = rng.uniform(*MAIN_BELT_AU, 4 * n + 16)
+    phase = rng.uniform(0, 2 * np.pi, a.size)  # heliocentric longitude from the Earth's
+    r = np.stack([a * np.cos(phase) - 1.0, a * np.sin(phase)])  # Earth at (1, 0), AU
+    v = np.stack([-np.sin(phase), np.cos(phase)]) * (2 * np.pi / np.sqrt(a)) - np.array([[0.0], [2 * np.pi]])
+    dist = np.hypot(*r)
+    elongation = np.degrees(np.arccos(np.clip(-r[0] / dist, -1, 1)))  # angle Sun-Earth-asteroid
+    rate = np.abs(r[0] * v[1] - r[1] * v[0]) / dist**2  # rad per year
+    rate = np.degrees(rate[elongation >= MIN_ELONGATION_DEG])[:n] / 365.25
+    nea = rng.random(n) < NEA_FRACTION
+    rate[nea] = np.exp(rng.uniform(*np.log(NEA_RATE_DEG_DAY), int(nea.sum())))
+    return rate
+
+
+def trail_length(rate_deg_day: np.ndarray | float, exptime: float = EXPTIME) -> np.ndarray:
+    """How far, in pixels, a source moving at ``rate_deg_day`` moves during an exposure."""
+    return np.asarray(rate_deg_day) * 3600.0 / 86400.0 * exptime / PIXSCALE
 
 
 def random_frame_name(rng: np.random.Generator) -> str:
@@ -487,12 +536,12 @@ def simulate_frame(
                                nucleus_fraction=nuc))
 
     if confusers:
-        # asteroids: moving point sources, some slightly trailed
+        # asteroids: moving point sources, trailed by their motion over the exposure
         n_ast = rng.poisson(8)
         ax, ay = rng.uniform(0, nx, n_ast), rng.uniform(0, ny, n_ast)
         amag = rng.uniform(15, 21, n_ast)
-        for x, y, m in zip(ax, ay, amag):
-            trail = rng.exponential(1.5) if rng.random() < 0.3 else 0.0
+        trails = trail_length(asteroid_rates(rng, n_ast))
+        for x, y, m, trail in zip(ax, ay, amag, trails):
             ang = rng.uniform(0, np.pi)
             k = np.linspace(-0.5, 0.5, 7) * trail
             splat(transient, x + k * np.cos(ang), y + k * np.sin(ang), np.full(7, mag_to_dn(m, zp) / 7))

@@ -7,7 +7,16 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from tails.frames import parse_frame
-from tails.simulate import Conditions, random_frame_name, simulate_command, simulate_frame, write_frame
+from tails.simulate import (
+    NEA_FRACTION,
+    Conditions,
+    asteroid_rates,
+    random_frame_name,
+    simulate_command,
+    simulate_frame,
+    trail_length,
+    write_frame,
+)
 
 NAME = "ztf_20191014495961_000570_zr_c05_o_q3"
 SMALL = (700, 650)
@@ -87,6 +96,20 @@ def test_random_comets_and_confusers_are_in_the_truth():
     assert comets["x"].between(0, 3072).all() and comets["y"].between(0, 3080).all()
     assert comets["mag"].between(14, 20.5).all() and comets["coma_arcsec"].between(2, 60).all()
     assert np.isfinite(comets[["ra", "dec", "snr"]].to_numpy()).all()
+
+
+def test_asteroids_trail_as_fast_as_their_orbits_move_them():
+    """Main-belt asteroids move about 0.25 deg/day, a third of a pixel in 30 s; only the near-Earth
+    ones trail by pixels."""
+    rates = asteroid_rates(np.random.default_rng(0), 20000)
+    trails = trail_length(rates)
+    assert trail_length(0.227) == pytest.approx(0.281, abs=0.001)  # a = 2.7 AU at opposition
+    assert 0.15 < np.median(rates) < 0.35
+    assert 0.5 * NEA_FRACTION < np.mean(trails > 1.0) < NEA_FRACTION + 0.004  # NEAs, most of them
+    assert np.percentile(trails, 97) < 0.7 and trails.max() > 5
+    sim = simulate_frame(random_frame_name(np.random.default_rng(5)), seed=5, n_comets=0)
+    asteroids = sim.truth[sim.truth["kind"] == "asteroid"]
+    assert len(asteroids) and asteroids["trail_pix"].between(0, 13).all()
 
 
 def test_no_confusers_when_switched_off(frame):
