@@ -22,7 +22,7 @@ its own grid), with the header keywords Tails reads, plus a truth table.  Facts 
   2"-60", and a dust tail 0"-200" along a position angle, total r 14-20.5 (ZTF.md, "Comets as ZTF
   sees them"); in sci and diff, not in the reference.  The truth position is the nucleus;
 * confusers (ZTF.md, "Confusers that are not comets"): asteroids, trailed as far as their orbits
-  move them in the exposure (:func:`asteroid_rates`: main-belt ones by a third of a pixel,
+  move them in the exposure (:func:`asteroid_rates`: main-belt ones by about 0.3 px,
   near-Earth ones, 2.6 % of them, by up to 12 px), variable stars and supernovae,
   cosmic rays, satellite streaks, ghosts / reflection halos of bright stars, bad columns,
   nebulosity, galaxies, and the edge of the reference footprint.
@@ -216,20 +216,23 @@ def asteroid_rates(rng: np.random.Generator, n: int) -> np.ndarray:
     them, kept where they are at least :data:`MIN_ELONGATION_DEG` from the Sun.  Their
     apparent rate is the Earth-asteroid relative velocity across the line of sight over the
     distance, with orbital speeds ``2 pi / sqrt(a)`` AU per year (Kepler's third law).  At
-    opposition, an asteroid of a = 2.7 AU moves 0.23 deg/day, 0.29" in a 30 s exposure: main-belt
+    opposition, an asteroid of a = 2.7 AU moves 0.23 deg/day, 0.28" in a 30 s exposure: main-belt
     asteroids are point sources to ZTF.  Near-Earth asteroids get rates log-uniform over
     :data:`NEA_RATE_DEG_DAY`.
     """
     if n == 0:
         return np.zeros(0)
-    a = rng.uniform(*MAIN_BELT_AU, 4 * n + 16)
-    phase = rng.uniform(0, 2 * np.pi, a.size)  # heliocentric longitude from the Earth's
-    r = np.stack([a * np.cos(phase) - 1.0, a * np.sin(phase)])  # Earth at (1, 0), AU
-    v = np.stack([-np.sin(phase), np.cos(phase)]) * (2 * np.pi / np.sqrt(a)) - np.array([[0.0], [2 * np.pi]])
-    dist = np.hypot(*r)
-    elongation = np.degrees(np.arccos(np.clip(-r[0] / dist, -1, 1)))  # angle Sun-Earth-asteroid
-    rate = np.abs(r[0] * v[1] - r[1] * v[0]) / dist**2  # rad per year
-    rate = np.degrees(rate[elongation >= MIN_ELONGATION_DEG])[:n] / 365.25
+    rate = np.zeros(0)
+    while rate.size < n:  # 70 % of places are far enough from the Sun: one pass, nearly always
+        a = rng.uniform(*MAIN_BELT_AU, 4 * n + 16)
+        phase = rng.uniform(0, 2 * np.pi, a.size)  # heliocentric longitude from the Earth's
+        r = np.stack([a * np.cos(phase) - 1.0, a * np.sin(phase)])  # Earth at (1, 0), AU
+        v = np.stack([-np.sin(phase), np.cos(phase)]) * (2 * np.pi / np.sqrt(a)) - [[0.0], [2 * np.pi]]
+        dist = np.hypot(*r)
+        elongation = np.degrees(np.arccos(np.clip(-r[0] / dist, -1, 1)))  # angle Sun-Earth-asteroid
+        w = np.abs(r[0] * v[1] - r[1] * v[0]) / dist**2  # rad per year
+        rate = np.concatenate([rate, np.degrees(w[elongation >= MIN_ELONGATION_DEG]) / 365.25])
+    rate = rate[:n]
     nea = rng.random(n) < NEA_FRACTION
     rate[nea] = np.exp(rng.uniform(*np.log(NEA_RATE_DEG_DAY), int(nea.sum())))
     return rate
