@@ -55,6 +55,7 @@ __all__ = [
     "random_conditions",
     "psf_beta",
     "asteroid_rates",
+    "circular_orbit_motion",
     "trail_length",
     "random_frame_name",
     "simulate_frame",
@@ -208,30 +209,42 @@ def psf_beta(seeing: float, scatter: float = 0.0) -> float:
     return float(np.clip(2.0 + (seeing - 1.6) + 0.5 * scatter, 1.5, 4.8))
 
 
+def circular_orbit_motion(a: np.ndarray, phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apparent rate (deg/day) and solar elongation (deg) of bodies on circular orbits in the ecliptic.
+
+    ``a`` is the orbit's radius in AU and ``phase`` the body's heliocentric longitude from the
+    Earth's, in radians (0 at opposition).  The Earth is on a circular orbit of 1 AU, and speeds
+    are ``2 pi / sqrt(a)`` AU per year (Kepler's third law).  The rate is the relative velocity
+    across the line of sight over the distance; at opposition it is
+    ``2 pi (1 - a**-0.5) / (a - 1)`` radians per year.
+    """
+    a, phase = np.asarray(a, float), np.asarray(phase, float)
+    r = np.stack([a * np.cos(phase) - 1.0, a * np.sin(phase)])  # from the Earth, at (1, 0)
+    v = np.stack([-np.sin(phase), np.cos(phase)]) * (2 * np.pi / np.sqrt(a))
+    v[1] -= 2 * np.pi  # minus the Earth's velocity
+    dist = np.hypot(*r)
+    elongation = np.degrees(np.arccos(np.clip(-r[0] / dist, -1, 1)))  # angle Sun-Earth-body
+    rate = np.abs(r[0] * v[1] - r[1] * v[0]) / dist**2  # rad per year
+    return np.degrees(rate) / 365.25, elongation
+
+
 def asteroid_rates(rng: np.random.Generator, n: int) -> np.ndarray:
     """Apparent rates of motion, degrees per day, of ``n`` asteroids seen from the Earth.
 
     Main-belt asteroids (a fraction ``1 - NEA_FRACTION``) are on circular orbits in the
     ecliptic, with semi-major axes uniform over :data:`MAIN_BELT_AU` and at random places on
-    them, kept where they are at least :data:`MIN_ELONGATION_DEG` from the Sun.  Their
-    apparent rate is the Earth-asteroid relative velocity across the line of sight over the
-    distance, with orbital speeds ``2 pi / sqrt(a)`` AU per year (Kepler's third law).  At
-    opposition, an asteroid of a = 2.7 AU moves 0.23 deg/day, 0.28" in a 30 s exposure: main-belt
-    asteroids are point sources to ZTF.  Near-Earth asteroids get rates log-uniform over
-    :data:`NEA_RATE_DEG_DAY`.
+    them, kept where they are at least :data:`MIN_ELONGATION_DEG` from the Sun
+    (:func:`circular_orbit_motion`).  At opposition, an asteroid of a = 2.7 AU moves 0.23 deg/day,
+    0.28" in a 30 s exposure: main-belt asteroids are point sources to ZTF.  Near-Earth
+    asteroids get rates log-uniform over :data:`NEA_RATE_DEG_DAY`.
     """
     if n == 0:
         return np.zeros(0)
     rate = np.zeros(0)
     while rate.size < n:  # 70 % of places are far enough from the Sun: one pass, nearly always
         a = rng.uniform(*MAIN_BELT_AU, 4 * n + 16)
-        phase = rng.uniform(0, 2 * np.pi, a.size)  # heliocentric longitude from the Earth's
-        r = np.stack([a * np.cos(phase) - 1.0, a * np.sin(phase)])  # Earth at (1, 0), AU
-        v = np.stack([-np.sin(phase), np.cos(phase)]) * (2 * np.pi / np.sqrt(a)) - [[0.0], [2 * np.pi]]
-        dist = np.hypot(*r)
-        elongation = np.degrees(np.arccos(np.clip(-r[0] / dist, -1, 1)))  # angle Sun-Earth-asteroid
-        w = np.abs(r[0] * v[1] - r[1] * v[0]) / dist**2  # rad per year
-        rate = np.concatenate([rate, np.degrees(w[elongation >= MIN_ELONGATION_DEG]) / 365.25])
+        w, elongation = circular_orbit_motion(a, rng.uniform(0, 2 * np.pi, a.size))
+        rate = np.concatenate([rate, w[elongation >= MIN_ELONGATION_DEG]])
     rate = rate[:n]
     nea = rng.random(n) < NEA_FRACTION
     rate[nea] = np.exp(rng.uniform(*np.log(NEA_RATE_DEG_DAY), int(nea.sum())))

@@ -11,6 +11,7 @@ from tails.simulate import (
     NEA_FRACTION,
     Conditions,
     asteroid_rates,
+    circular_orbit_motion,
     random_frame_name,
     simulate_command,
     simulate_frame,
@@ -99,11 +100,17 @@ def test_random_comets_and_confusers_are_in_the_truth():
 
 
 def test_asteroids_trail_as_fast_as_their_orbits_move_them():
-    """Main-belt asteroids move about 0.25 deg/day, a third of a pixel in 30 s; only the near-Earth
-    ones trail by pixels."""
+    """Main-belt asteroids move about 0.23 deg/day, 0.28 px in 30 s; only the near-Earth ones trail
+    by pixels."""
     rates = asteroid_rates(np.random.default_rng(0), 20000)
     trails = trail_length(rates)
-    assert trail_length(0.227) == pytest.approx(0.281, abs=0.001)  # a = 2.7 AU at opposition
+    a = np.array([2.1, 2.7, 3.3])
+    rate, elongation = circular_orbit_motion(a, np.zeros(3))  # at opposition
+    assert np.allclose(elongation, 180)
+    assert np.allclose(rate, np.degrees(2 * np.pi * (1 - a**-0.5) / (a - 1)) / 365.25)
+    assert rate[1] == pytest.approx(0.227, abs=0.001) and trail_length(rate[1]) == pytest.approx(0.281, abs=0.001)
+    _, elongation = circular_orbit_motion(np.array([2.7]), np.array([np.pi]))  # behind the Sun
+    assert elongation[0] == pytest.approx(0.0, abs=1e-6)
     assert 0.15 < np.median(rates) < 0.35
     assert 0.5 * NEA_FRACTION < np.mean(trails > 1.0) < NEA_FRACTION + 0.004  # NEAs, most of them
     assert np.percentile(trails, 97) < 0.7 and trails.max() > 5
