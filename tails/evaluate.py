@@ -17,6 +17,17 @@ Definitions
 * **Recall at equal false positives** compares models each at its own threshold: for each of
   :data:`FP_BUDGETS` the lowest threshold that leaves at most so many false positives per frame,
   and the recall there (:func:`recall_at_false_positives`).
+* A comet is **detectable** when a matched filter that knows its shape reaches
+  :data:`DETECTABLE_SNR` on it in the difference image (the simulator's ``snr_matched``), and
+  **extended** when it is detectable and what it has beyond the point source that fits it best
+  reaches that S/N too (``snr_extended``; :func:`tails.simulate.comet_snrs`).  No detector
+  finds many comets that are not detectable, nor tells those that are not extended from the
+  asteroids, which are point sources, at few false positives.  So the recall of the target
+  bins is also given for the detectable and for the extended comets alone.
+* The **ideal detector** (:func:`ideal_recall`) knows each comet's shape and the noise.  It finds
+  the detectable comets and tells the extended ones from the frame's point sources as well as
+  their S/Ns allow; its recall at each false-positive budget bounds what any detector working
+  from one exposure can do (``metrics.json``, ``ideal``).
 * A **tile is positive** when a comet's nucleus lies in it (the training labelling,
   :func:`tails.dataset.label_tiles`); the per-tile ROC and PR curves and the FNR/FPR-versus-threshold
   plot of the original paper use the model's score of every tile.
@@ -62,6 +73,7 @@ __all__ = [
     "TARGET_MAGNITUDE_BINS",
     "COMA_BINS",
     "SNR_BINS",
+    "DETECTABLE_SNR",
     "REPORT_FILES",
     "CANDIDATE_COLUMNS",
     "check_evaluate_config",
@@ -76,6 +88,9 @@ __all__ = [
     "pr_curve",
     "threshold_sweep",
     "recall_at_false_positives",
+    "IDEAL_CONFUSER_MAG",
+    "ideal_recall",
+    "ideal_recall_at_false_positives",
     "FP_BUDGETS",
     "compute_metrics",
     "FrameServer",
@@ -120,6 +135,19 @@ SNR_BINS: tuple[tuple[str, float, float], ...] = (
     ("5-10", 5.0, 10.0),
     (">10", 10.0, math.inf),
 )
+
+#: A comet counts as detectable if a matched filter that knows its shape reaches this S/N on it
+#: (the simulator's truth column ``snr_matched``), and as extended if its coma beyond the point
+#: source that fits it best does too (``snr_extended``): the 5 sigma of survey detection limits,
+#: as of ZTF's depth and header MAGLIM (ZTF.md, "depth in 30 s, 5 sigma").  The recall of those
+#: comets measures the model against what is there to find, and to tell from an asteroid.
+DETECTABLE_SNR = 5.0
+
+#: The point sources an ideal detector must tell point-like comets from: the simulated asteroids
+#: brighter than this r magnitude, counted per frame in the truth (ZTF's 5 sigma depth is r ~20.6,
+#: ZTF.md, "depth in 30 s, 5 sigma").  Variable stars and supernovae, point sources in the
+#: difference too, are not counted, so the ideal detector's recall errs high.
+IDEAL_CONFUSER_MAG = 20.0
 
 #: False positives per frame (ccd-quadrant) at which recall is also reported, each at the threshold
 #: that allows no more: from about where the CPU-trained models stand down to issue 3's target,
@@ -555,6 +583,7 @@ def recall_at_false_positives(
     detection_true: np.ndarray,
     n_frames: int,
     budgets: Sequence[float] = FP_BUDGETS,
+    magnitudes: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Recall when the threshold allows at most a given number of false positives per frame.
 
@@ -568,7 +597,9 @@ def recall_at_false_positives(
     -------
     dict
         Keyed by the budget as text (``"0.5"``): ``fp_per_frame`` (the budget), ``threshold``,
-        ``false_positives`` (left above it) and ``recall``; empty when no frame was evaluated.
+        ``false_positives`` (left above it) and ``recall``, and with ``magnitudes`` (of the
+        comets) ``recall_by_magnitude_targets`` (:data:`TARGET_MAGNITUDE_BINS`: label -> recall);
+        empty when no frame was evaluated.
     """
     if n_frames <= 0:
         return {}
@@ -585,6 +616,66 @@ def recall_at_false_positives(
             "false_positives": int((false_p > threshold).sum()),
             "recall": _fraction(int((best > threshold).sum()), len(best)),
         }
+        if magnitudes is not None:
+            bins = binned_recall(magnitudes, best > threshold, TARGET_MAGNITUDE_BINS)
+            out[f"{budget:g}"]["recall_by_magnitude_targets"] = {k: b["recall"] for k, b in bins.items()}
+    return out
+
+
+def ideal_recall(snr_matched: np.ndarray, snr_extended: np.ndarray, fp_per_frame: float,
+                 point_sources_per_frame: float, detect_snr: float = DETECTABLE_SNR) -> float | None:
+    """The recall of an ideal detector of comets that allows ``fp_per_frame`` false positives.
+
+    The ideal detector knows each comet's shape and nucleus, and the noise, as no real one does.
+    It finds a comet when its matched filter (S/N ``snr_matched``, :func:`tails.simulate.comet_snrs`)
+    passes ``detect_snr``: with probability ``Phi(snr_matched - detect_snr)``.  It calls it a comet,
+    not an asteroid, when the S/N of what it has beyond the best point source at its nucleus, a
+    statistic distributed as N(``snr_extended``, 1), passes a cut ``t``.  A point source gives
+    N(0, 1) there, so the cut lets ``Phi(-t)`` of the ``point_sources_per_frame`` through, and ``t``
+    is set so that those are ``fp_per_frame``.  The confusers are taken to be point sources only
+    and a comet's test is made at its nucleus alone (no search over places), so the figure is an
+    upper bound on what a detector working from one exposure can recall.
+
+    Returns
+    -------
+    float or None
+        The expected fraction of the comets found; None if there are none, or if an S/N is NaN
+        (a truth table without them).
+    """
+    from scipy.special import ndtr, ndtri
+
+    m, e = np.asarray(snr_matched, float), np.asarray(snr_extended, float)
+    if m.size == 0 or np.isnan(m).any() or np.isnan(e).any():
+        return None
+    passed = fp_per_frame / point_sources_per_frame if point_sources_per_frame > 0 else 1.0
+    t = -np.inf if passed >= 1 else (np.inf if passed <= 0 else -float(ndtri(passed)))
+    return float(np.mean(ndtr(m - detect_snr) * ndtr(e - t)))
+
+
+def ideal_recall_at_false_positives(
+    comets: pd.DataFrame, point_sources_per_frame: float, budgets: Sequence[float] = FP_BUDGETS,
+) -> dict[str, dict[str, Any]]:
+    """:func:`ideal_recall` of the target magnitude bins at each false-positive budget per frame.
+
+    Returns
+    -------
+    dict
+        Keyed by the budget as text, as :func:`recall_at_false_positives`:
+        ``fp_per_frame`` and ``recall_by_magnitude_targets`` (label -> recall, None for an
+        empty bin); empty when the comets have no ``snr_matched`` and ``snr_extended``.  A
+        budget of no false positive at all is left out: the ideal detector then finds nothing.
+    """
+    if not {"snr_matched", "snr_extended"} <= set(comets.columns):
+        return {}
+    mag = comets["mag"].to_numpy(float)
+    out = {}
+    for budget in (b for b in budgets if b > 0):
+        by_bin = {}
+        for label, lo, hi in TARGET_MAGNITUDE_BINS:
+            sel = (mag >= lo) & (mag < hi)
+            by_bin[label] = ideal_recall(comets["snr_matched"].to_numpy(float)[sel],
+                                         comets["snr_extended"].to_numpy(float)[sel], budget, point_sources_per_frame)
+        out[f"{budget:g}"] = {"fp_per_frame": float(budget), "recall_by_magnitude_targets": by_bin}
     return out
 
 
@@ -598,12 +689,18 @@ def _comet_properties(comets: pd.DataFrame, pixscale: float | pd.Series = 1.01) 
     return mag, coma
 
 
+def _column(table: pd.DataFrame, name: str) -> np.ndarray:
+    """A float column of ``table``, all NaN where the table has none (reports of older truth tables)."""
+    return table[name].to_numpy(float) if name in table else np.full(len(table), np.nan)
+
+
 def compute_metrics(
     comets: pd.DataFrame,
     detections: pd.DataFrame,
     tiles: pd.DataFrame,
     n_frames: int,
     score_threshold: float,
+    point_sources_per_frame: float | None = None,
 ) -> dict[str, Any]:
     """All the numbers of a report from the per-comet, per-detection and per-tile tables.
 
@@ -611,7 +708,9 @@ def compute_metrics(
     ----------
     comets : DataFrame
         One row per comet: ``best_p`` (highest score of a detection within the match radius,
-        -inf if none), ``mag`` (total r magnitude), ``coma_arcsec``, optionally ``snr``, and
+        -inf if none), ``mag`` (total r magnitude), ``coma_arcsec``, optionally ``snr``,
+        ``snr_matched`` and ``snr_extended`` (the S/N of the core, of the comet and of its coma
+        beyond a point source, from :mod:`tails.simulate`), and
         ``offset_pix`` (distance to the nearest detection within the radius with
         ``p > score_threshold``, NaN if none), and optionally ``in_reference``
         (:func:`in_reference`; all are in it without).
@@ -623,6 +722,11 @@ def compute_metrics(
         Frames evaluated.
     score_threshold : float
         The threshold of the headline numbers.
+    point_sources_per_frame : float, optional
+        The point sources of a frame that point-like comets must be told from
+        (:data:`IDEAL_CONFUSER_MAG`); with it, and the comets' ``snr_matched`` and
+        ``snr_extended``, ``ideal`` gives the recall of an ideal detector (:func:`ideal_recall`)
+        at each false-positive budget and at the false positives the model makes at the threshold.
 
     Returns
     -------
@@ -632,6 +736,10 @@ def compute_metrics(
     best_p = comets["best_p"].to_numpy(float)
     recalled = best_p > thr
     covered = comets["in_reference"].to_numpy(bool) if "in_reference" in comets else np.ones(len(comets), bool)
+    mag = comets["mag"].to_numpy(float)
+    snr_matched, snr_extended = _column(comets, "snr_matched"), _column(comets, "snr_extended")
+    detectable = snr_matched >= DETECTABLE_SNR
+    extended = detectable & (snr_extended >= DETECTABLE_SNR)
     n_tiles = len(tiles)
     tile_p = tiles["p"].to_numpy(float)
     tile_pos = tiles["positive"].to_numpy(bool)
@@ -645,6 +753,16 @@ def compute_metrics(
     n_pos, n_neg = int(tile_pos.sum()), int((~tile_pos).sum())
     tile_called = tile_p > thr
     kept = det_p > thr
+    false_positives = count_false_positives(det_p, det_true, thr, n_frames, n_tiles)
+    ideal: dict[str, Any] = {}
+    if point_sources_per_frame is not None and n_frames > 0:
+        own = [false_positives["per_frame"]] if false_positives["per_frame"] is not None else []
+        ideal = {
+            "point_sources_per_frame": float(point_sources_per_frame),
+            "recall_at_fp_per_frame": ideal_recall_at_false_positives(comets, point_sources_per_frame),
+            "at_threshold": next(iter(ideal_recall_at_false_positives(comets, point_sources_per_frame, own).values()),
+                                 None),
+        }
     return {
         "counts": {
             "frames": int(n_frames),
@@ -653,6 +771,8 @@ def compute_metrics(
             "tiles_negative": n_neg,
             "comets": int(len(comets)),
             "comets_outside_reference": int((~covered).sum()),
+            "comets_detectable": int(detectable.sum()),
+            "comets_extended": int(extended.sum()),
             "detections": int(kept.sum()),
             "true_detections": int((kept & det_true).sum()),
             "false_positives": int((kept & ~det_true).sum()),
@@ -660,19 +780,23 @@ def compute_metrics(
         "recall": {
             "overall": {"n": int(len(comets)), "recalled": int(recalled.sum()),
                         "recall": _fraction(int(recalled.sum()), len(comets))},
-            "by_magnitude": binned_recall(comets["mag"].to_numpy(float), recalled, MAGNITUDE_BINS),
-            "by_magnitude_targets": binned_recall(comets["mag"].to_numpy(float), recalled, TARGET_MAGNITUDE_BINS),
+            "by_magnitude": binned_recall(mag, recalled, MAGNITUDE_BINS),
+            "by_magnitude_targets": binned_recall(mag, recalled, TARGET_MAGNITUDE_BINS),
             "by_coma_radius_arcsec": binned_recall(comets["coma_arcsec"].to_numpy(float), recalled, COMA_BINS),
-            "by_core_snr": binned_recall(
-                comets["snr"].to_numpy(float) if "snr" in comets else np.full(len(comets), np.nan), recalled, SNR_BINS
-            ),
+            "by_core_snr": binned_recall(_column(comets, "snr"), recalled, SNR_BINS),
+            "by_matched_snr": binned_recall(snr_matched, recalled, SNR_BINS),
+            "by_extended_snr": binned_recall(snr_extended, recalled, SNR_BINS),
             # the same target bins, of the comets that have a difference image around them
-            "by_magnitude_targets_in_reference": binned_recall(
-                comets["mag"].to_numpy(float)[covered], recalled[covered], TARGET_MAGNITUDE_BINS
-            ),
+            "by_magnitude_targets_in_reference": binned_recall(mag[covered], recalled[covered], TARGET_MAGNITUDE_BINS),
+            # and of those a matched filter finds at DETECTABLE_SNR (none outside the reference),
+            # and of those whose coma it finds so too
+            "by_magnitude_targets_detectable": binned_recall(mag[detectable], recalled[detectable],
+                                                             TARGET_MAGNITUDE_BINS),
+            "by_magnitude_targets_extended": binned_recall(mag[extended], recalled[extended], TARGET_MAGNITUDE_BINS),
         },
-        "false_positives": count_false_positives(det_p, det_true, thr, n_frames, n_tiles),
-        "recall_at_fp_per_frame": recall_at_false_positives(best_p, det_p, det_true, n_frames),
+        "false_positives": false_positives,
+        "recall_at_fp_per_frame": recall_at_false_positives(best_p, det_p, det_true, n_frames, magnitudes=mag),
+        "ideal": ideal,
         "localisation": localisation_stats(comets["offset_pix"].to_numpy(float)[recalled]),
         "tiles": {
             "tpr": _fraction(int((tile_called & tile_pos).sum()), n_pos),
@@ -877,6 +1001,7 @@ class _Collected:
     failed: dict[str, str] = field(default_factory=dict)
     frames: int = 0
     tiles_skipped: int = 0
+    point_sources: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"simulate": 0.0, "detect": 0.0})
 
 
@@ -935,6 +1060,8 @@ def _evaluate_frame(
     truth = sim.truth
     kind = truth["kind"].astype(str) if "kind" in truth else pd.Series(["comet"] * len(truth), index=truth.index)
     comets = truth[kind == "comet"].reset_index(drop=True)
+    if "mag" in truth:
+        acc.point_sources += int(((kind == "asteroid") & (truth["mag"] < IDEAL_CONFUSER_MAG)).sum())
     det = result.detections
     radius = ecfg["match_radius_pix"]
     det_xy = det[["x", "y"]].to_numpy(float) if len(det) else np.zeros((0, 2))
@@ -956,7 +1083,9 @@ def _evaluate_frame(
                 "mag": mag,
                 "coma_arcsec": coma,
                 "tail_arcsec": comets["tail_arcsec"].to_numpy(float) if "tail_arcsec" in comets else np.nan,
-                "snr": comets["snr"].to_numpy(float) if "snr" in comets else np.nan,
+                "snr": _column(comets, "snr"),
+                "snr_matched": _column(comets, "snr_matched"),
+                "snr_extended": _column(comets, "snr_extended"),
                 "in_reference": in_reference(sim.diff, nuclei[:, 0], nuclei[:, 1]),
                 "best_p": m.comet_best_p,
                 "offset_pix": m_thr.comet_offset,
@@ -1100,12 +1229,13 @@ def evaluate(
             f"{next(iter(acc.failed.values()), 'none')}); nothing was written to {out}"
         )
 
-    comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "in_reference",
-                                  "best_p", "offset_pix"])
+    comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "snr_matched",
+                                  "snr_extended", "in_reference", "best_p", "offset_pix"])
     detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix"])
     candidates = _concat(acc.candidates, list(CANDIDATE_COLUMNS))
     tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])
-    metrics = compute_metrics(comets, detections, tiles, acc.frames, ecfg["score_threshold"])
+    metrics = compute_metrics(comets, detections, tiles, acc.frames, ecfg["score_threshold"],
+                              point_sources_per_frame=acc.point_sources / acc.frames)
     metrics = {
         "model": name,
         "checkpoint": None if checkpoint is None else str(checkpoint),
@@ -1180,9 +1310,10 @@ def _num(v: float | None, fmt: str = ".2f") -> str:
 def markdown_report(metrics: dict[str, Any]) -> str:
     """The evaluation tables of a model card (``MODEL.md``), in Markdown, from ``metrics.json``.
 
-    Recall by magnitude, by the issue's target bins (of all comets, and of those in the reference),
-    by coma radius and by core signal-to-noise; false positives per frame and per tile;
-    localisation; the per-tile ROC AUC and average precision; recall at equal false positives.
+    Recall by magnitude, by the issue's target bins (of all comets, of those in the reference,
+    and of the detectable and the extended ones), by coma radius and by signal-to-noise; false
+    positives per frame and per tile; localisation; the per-tile ROC AUC and average precision;
+    recall at equal false positives, the model's and an ideal detector's (:func:`ideal_recall`).
     """
     c, r, fp = metrics["counts"], metrics["recall"], metrics["false_positives"]
     loc, tiles = metrics["localisation"], metrics["tiles"]
@@ -1202,7 +1333,10 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     ]
     for key, title in (("by_magnitude", "r magnitude"), ("by_magnitude_targets", "r magnitude (targets)"),
                        ("by_magnitude_targets_in_reference", "r magnitude (targets), in the reference"),
-                       ("by_coma_radius_arcsec", "coma radius (arcsec)"), ("by_core_snr", "core S/N")):
+                       ("by_magnitude_targets_detectable", "r magnitude (targets), detectable"),
+                       ("by_magnitude_targets_extended", "r magnitude (targets), detectable and extended"),
+                       ("by_coma_radius_arcsec", "coma radius (arcsec)"), ("by_core_snr", "core S/N"),
+                       ("by_matched_snr", "matched-filter S/N"), ("by_extended_snr", "S/N beyond a point source")):
         for label, b in r.get(key, {}).items():
             lines.append(f"| {title} | {label} | {b['n']} | {b['recalled']} | {pct(b['recall'])} |")
     lines += [
@@ -1210,6 +1344,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         "| measure | value |",
         "|---|---|",
         f"| comets where the reference does not reach (empty difference) | {c.get('comets_outside_reference', 0)} |",
+        f"| comets a matched filter finds at S/N >= {DETECTABLE_SNR:g} (detectable) | {c.get('comets_detectable', 0)} |",
+        f"| of those, with S/N >= {DETECTABLE_SNR:g} beyond a point source (extended) | {c.get('comets_extended', 0)} |",
         f"| detections over threshold | {c['detections']} ({c['true_detections']} true) |",
         f"| false positives | {fp['total']} |",
         f"| false positives per frame (ccd-quadrant) | {num(fp['per_frame'], '.3f')} |",
@@ -1223,16 +1359,35 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         "",
     ]
     at_fp = metrics.get("recall_at_fp_per_frame") or {}
+    ideal = metrics.get("ideal") or {}
+    ideal_at = ideal.get("recall_at_fp_per_frame") or {}
+    labels = [label for label, _, _ in TARGET_MAGNITUDE_BINS]
     if at_fp:
         lines += [
-            "Recall with the threshold set on these frames to allow at most so many false positives:",
+            "Recall with the threshold set on these frames to allow at most so many false positives, "
+            "and in the target bins, the model's / an ideal detector's"
+            + (f" (facing {ideal['point_sources_per_frame']:.2f} point sources per frame)" if ideal_at else "")
+            + ":",
             "",
-            "| false positives per frame, at most | threshold | false positives | recall |",
-            "|---|---|---|---|",
+            "| false positives per frame, at most | threshold | false positives | recall | "
+            + " | ".join(f"r {label}" for label in labels) + " |",
+            "|---|---|---|---|" + "---|" * len(labels),
         ]
-        lines += [f"| {k} | {num(v['threshold'], '.4g')} | {v['false_positives']} | {pct(v['recall'])} |"
-                  for k, v in at_fp.items()]
+        for k, v in at_fp.items():
+            mine = v.get("recall_by_magnitude_targets") or {}
+            best = (ideal_at.get(k) or {}).get("recall_by_magnitude_targets") or {}
+            cells = [f"{pct(mine.get(label))} / {pct(best.get(label))}" for label in labels]
+            lines.append(f"| {k} | {num(v['threshold'], '.4g')} | {v['false_positives']} | {pct(v['recall'])} | "
+                         + " | ".join(cells) + " |")
         lines.append("")
+    at_thr = ideal.get("at_threshold") or {}
+    if at_thr:
+        by_bin = at_thr["recall_by_magnitude_targets"]
+        lines += [
+            f"An ideal detector allowed the model's {at_thr['fp_per_frame']:.3f} false positives per frame "
+            "would recall " + ", ".join(f"{pct(by_bin[label])} of r {label}" for label in labels) + ".",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -1240,9 +1395,15 @@ def _summary(metrics: dict[str, Any], out: Path) -> str:
     c, r, fp, loc = metrics["counts"], metrics["recall"], metrics["false_positives"], metrics["localisation"]
     pct, num = _pct, _num
     mags = ", ".join(f"{k}: {pct(v['recall'])} ({v['recalled']}/{v['n']})" for k, v in r["by_magnitude"].items())
+    target = r["by_magnitude_targets"]["<19"]["recall"]
+    detectable = r.get("by_magnitude_targets_detectable", {}).get("<19", {}).get("recall")
+    extended = r.get("by_magnitude_targets_extended", {}).get("<19", {}).get("recall")
+    ideal = ((metrics.get("ideal") or {}).get("at_threshold") or {}).get("recall_by_magnitude_targets", {}).get("<19")
     return (
         f"Tails {metrics['model']} on {c['frames']} frame(s) ({c['frames_failed']} failed), {c['comets']} comets, "
         f"threshold {metrics['score_threshold']:g}: recall {pct(r['overall']['recall'])} [{mags}]; "
+        f"r < 19: {pct(target)} (of the detectable {pct(detectable)}, of the extended {pct(extended)}; an ideal "
+        f"detector with as many false positives: {pct(ideal)}); "
         f"false positives {fp['total']} ({num(fp['per_frame'], '.3f')} per frame, "
         f"{num(fp['per_tile'], '.2e')} per tile); offset RMSE {num(loc['rmse_pix'])} px, "
         f"median {num(loc['median_pix'])} px -> {out}"

@@ -20,7 +20,10 @@ its own grid), with the header keywords Tails reads, plus a truth table.  Facts 
   around bright stars and galaxy cores (ZTF.md, "difference image");
 * comets: an unresolved nucleus plus a coma with 1/rho surface brightness (A'Hearn 1984), radius
   2"-60", and a dust tail 0"-200" along a position angle, total r 14-20.5 (ZTF.md, "Comets as ZTF
-  sees them"); in sci and diff, not in the reference.  The truth position is the nucleus;
+  sees them"); in sci and diff, not in the reference.  The truth position is the nucleus; the
+  truth gives each comet its core's expected S/N (``snr``), and what an ideal detector that
+  knows its shape gets from it (:func:`comet_snrs`): the S/N of the comet (``snr_matched``) and
+  of its coma beyond a point source (``snr_extended``), which no detector beats;
 * confusers (ZTF.md, "Confusers that are not comets"): asteroids, trailed as far as their orbits
   move them in the exposure (:func:`asteroid_rates`: main-belt ones by about 0.3 px,
   near-Earth ones, 2.6 % of them, by up to 12 px), variable stars and supernovae,
@@ -57,6 +60,8 @@ __all__ = [
     "asteroid_rates",
     "circular_orbit_motion",
     "trail_length",
+    "matched_filter_snr",
+    "comet_snrs",
     "random_frame_name",
     "simulate_frame",
     "write_frame",
@@ -356,6 +361,55 @@ def comet_stamp(x: float, y: float, flux: float, coma_pix: float, tail_pix: floa
     return img, row0, col0
 
 
+def matched_filter_snr(signal: np.ndarray, variance: np.ndarray | float) -> float:
+    """The signal-to-noise of a source of known shape, ``sqrt(sum(signal**2 / variance))``.
+
+    This is the S/N of the matched filter, the likelihood-ratio test for that shape in Gaussian
+    noise of the given per-pixel variance: no detector of the source in those pixels does better.
+    """
+    signal = np.asarray(signal, float)
+    return float(np.sqrt(np.sum(signal**2 / np.broadcast_to(variance, signal.shape))))
+
+
+def comet_snrs(stamp: np.ndarray, row0: int, col0: int, x: float, y: float, psf: np.ndarray,
+               diff: np.ndarray, sky_variance: float) -> tuple[float, float]:
+    """What a comet gives an ideal detector in a difference image: its two matched-filter S/Ns.
+
+    The comet's pre-PSF stamp (:func:`comet_stamp`, corner at ``(row0, col0)``) is convolved with
+    ``psf`` and clipped to the image; pixels where ``diff`` is exactly 0 (IPAC leaves the
+    difference empty where the reference is missing) carry nothing.  The noise is the sky's and
+    the reference's, ``sky_variance`` (DN^2), plus the comet's own Poisson noise.
+
+    Returns
+    -------
+    snr_matched : float
+        The S/N of the comet itself (:func:`matched_filter_snr`): below about 5, no detector
+        finds it.
+    snr_extended : float
+        The S/N of what remains of the comet after the point source at its nucleus ``(x, y)``
+        that fits it best is taken away: what tells it from an asteroid, a point source absent
+        from the reference.  Below about 5, no detector can say it is not one.
+    """
+    h = psf.shape[0] // 2
+    model = fftconvolve(np.pad(stamp, h), psf, mode="same")
+    point = np.zeros_like(model)
+    r0, c0 = row0 - h, col0 - h
+    splat(point, np.array([x - c0]), np.array([y - r0]), np.array([1.0]))
+    point = fftconvolve(point, psf, mode="same")
+    ny, nx = diff.shape
+    rs, cs = slice(max(r0, 0), min(r0 + model.shape[0], ny)), slice(max(c0, 0), min(c0 + model.shape[1], nx))
+    if rs.stop <= rs.start or cs.stop <= cs.start:
+        return 0.0, 0.0
+    inside = (slice(rs.start - r0, rs.stop - r0), slice(cs.start - c0, cs.stop - c0))
+    seen = diff[rs, cs] != 0
+    m = np.where(seen, np.clip(model[inside], 0, None), 0.0)
+    p = np.where(seen, point[inside], 0.0)
+    variance = sky_variance + m / GAIN
+    pp = float(np.sum(p**2 / variance))
+    amplitude = float(np.sum(m * p / variance)) / pp if pp > 0 else 0.0
+    return matched_filter_snr(m, variance), matched_filter_snr(m - amplitude * p, variance)
+
+
 # --------------------------------------------------------------------------- WCS
 def make_wcs(ra: float, dec: float, shape: tuple[int, int], rotation_deg: float = 0.0,
              shift: tuple[float, float] = (0.0, 0.0)) -> WCS:
@@ -530,6 +584,7 @@ def simulate_frame(
     # ---- transients: only in the science image (and so in the difference)
     transient = np.zeros(shape, np.float64)
     comet_list = [dict(c) for c in (comets or [])]
+    comet_stamps = []  # (pre-PSF stamp, row0, col0) of each comet, for comet_snrs
     if n_comets:
         cells = rng.permutation([(r, c) for r in range(ny // 256) for c in range(nx // 256)])[:n_comets]
         for r, c in cells:
@@ -547,6 +602,7 @@ def simulate_frame(
         stamp, r0, c0 = comet_stamp(c["x"], c["y"], flux, c["coma_arcsec"] / PIXSCALE,
                                     c.get("tail_arcsec", 0.0) / PIXSCALE, c.get("pa_deg", 0.0), nuc, rng)
         _stamp_add(transient, stamp, r0, c0)
+        comet_stamps.append((stamp, r0, c0))
         rows.append(_truth_row("comet", c["x"], c["y"], mag=float(c["mag"]), coma_arcsec=float(c["coma_arcsec"]),
                                tail_arcsec=float(c.get("tail_arcsec", 0.0)), pa_deg=float(c.get("pa_deg", 0.0)),
                                nucleus_fraction=nuc))
@@ -709,11 +765,17 @@ def simulate_frame(
             core = row["nucleus_fraction"] + (1 - row["nucleus_fraction"]) * min(1.0, cond.seeing / row["coma_arcsec"])
             signal = 0.5 * core * float(mag_to_dn(mag, zp))
             row["snr"] = float(signal / (sigma_pix * np.sqrt(np.pi) * seeing_pix))
+    # and what an ideal detector gets from it in the difference as made (none where the
+    # reference is missing): the S/N of the comet, and of its coma beyond a point source
+    comet_rows = [row for row in rows if row["kind"] == "comet"]
+    for row, (stamp, r0, c0) in zip(comet_rows, comet_stamps):
+        row["snr_matched"], row["snr_extended"] = comet_snrs(stamp, r0, c0, row["x"], row["y"], psf, diff,
+                                                             sigma_pix**2)
     truth = pd.DataFrame(rows)
     if len(truth):
         ra, dec = w_sci.wcs_pix2world(truth["x"].to_numpy(float), truth["y"].to_numpy(float), 0)
         truth["ra"], truth["dec"] = ra, dec
-    for col in ("mag", "coma_arcsec", "tail_arcsec", "pa_deg", "snr"):
+    for col in ("mag", "coma_arcsec", "tail_arcsec", "pa_deg", "snr", "snr_matched", "snr_extended"):
         if col not in truth:
             truth[col] = np.nan
     if "kind" not in truth:

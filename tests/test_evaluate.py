@@ -14,11 +14,13 @@ from tails.config import ConfigError, load_config
 from tails.evaluate import (
     CANDIDATE_COLUMNS,
     COMA_BINS,
+    DETECTABLE_SNR,
     MAGNITUDE_BINS,
     REPORT_FILES,
     binned_recall,
     check_evaluate_config,
     compute_metrics,
+    ideal_recall,
     count_false_positives,
     evaluate,
     in_reference,
@@ -197,6 +199,77 @@ def test_recall_in_the_reference_leaves_out_the_comets_it_does_not_reach():
                             "counts": {**m["counts"], "frames_failed": 0}})
     assert "| r magnitude (targets), in the reference | <19 | 2 | 2 | 100.0 % |" in text
     assert "| comets where the reference does not reach (empty difference) | 1 |" in text
+
+
+def test_recall_of_the_detectable_and_extended_comets_leaves_out_what_an_ideal_detector_cannot_see():
+    comets = pd.DataFrame({"mag": [16.5, 18.0, 18.5, 19.5], "coma_arcsec": [12.0, 4.0, 50.0, 30.0],
+                           "best_p": [0.99, 0.8, 0.2, -np.inf], "offset_pix": [1.0, 3.0, np.nan, np.nan],
+                           "snr": [90.0, 20.0, 1.5, 2.0], "snr_matched": [80.0, 25.0, 3.0, DETECTABLE_SNR],
+                           "snr_extended": [30.0, 2.0, 2.5, 4.0]})
+    detections = pd.DataFrame({"p": [0.99, 0.8], "true": [True, True]})
+    tiles = pd.DataFrame({"p": [0.99, 0.8, 0.1], "positive": [1, 1, 0]})
+    m = compute_metrics(comets, detections, tiles, n_frames=1, score_threshold=0.5)
+    assert m["recall"]["by_magnitude_targets"]["<19"]["recall"] == pytest.approx(2 / 3)
+    assert m["recall"]["by_magnitude_targets_detectable"]["<19"]["n"] == 2
+    assert m["recall"]["by_magnitude_targets_detectable"]["<19"]["recall"] == 1.0
+    assert m["recall"]["by_magnitude_targets_detectable"]["19-20"] == {
+        "low": 19.0, "high": 20.0, "n": 1, "recalled": 0, "recall": 0.0}
+    assert m["recall"]["by_matched_snr"]["<3"]["n"] == 0 and m["recall"]["by_matched_snr"]["3-5"]["n"] == 1
+    assert m["recall"]["by_extended_snr"]["<3"] == {"low": None, "high": 3.0, "n": 2, "recalled": 1, "recall": 0.5}
+    # extended: detectable, and 5 sigma beyond a point source; the second comet is point-like
+    assert m["recall"]["by_magnitude_targets_extended"]["<19"] == {
+        "low": None, "high": 19.0, "n": 1, "recalled": 1, "recall": 1.0}
+    assert m["recall"]["by_magnitude_targets_extended"]["19-20"]["n"] == 0
+    assert (m["counts"]["comets_detectable"], m["counts"]["comets_extended"]) == (3, 1)
+    text = markdown_report({**m, "model": "t", "seeds": [1, 2], "score_threshold": 0.5, "match_radius_pix": 10,
+                            "counts": {**m["counts"], "frames_failed": 0}})
+    assert "| r magnitude (targets), detectable | <19 | 2 | 2 | 100.0 % |" in text
+    assert "| r magnitude (targets), detectable and extended | <19 | 1 | 1 | 100.0 % |" in text
+    assert "| comets a matched filter finds at S/N >= 5 (detectable) | 3 |" in text
+    assert "| of those, with S/N >= 5 beyond a point source (extended) | 1 |" in text
+
+
+def test_ideal_recall_is_the_chance_of_passing_both_matched_filters():
+    # 10 point sources a frame and 1 false positive allowed: the extension cut is at the 90th
+    # percentile of N(0, 1), 1.2816 sigma; a comet at that S/N beyond a point source passes half the time
+    cut = 1.2815516
+    assert ideal_recall([1e3], [cut], 1.0, 10.0) == pytest.approx(0.5, abs=1e-6)
+    assert ideal_recall([1e3, 1e3], [cut, 50.0], 1.0, 10.0) == pytest.approx(0.75, abs=1e-6)
+    # as many false positives allowed as there are point sources: only detection counts
+    assert ideal_recall([DETECTABLE_SNR], [0.0], 10.0, 10.0) == pytest.approx(0.5)
+    assert ideal_recall([1e3], [1e3], 0.0, 10.0) == 0.0  # none allowed: the cut is infinite
+    assert ideal_recall([], [], 1.0, 10.0) is None
+    assert ideal_recall([20.0], [np.nan], 1.0, 10.0) is None
+
+
+def test_compute_metrics_gives_the_ideal_detector_beside_the_model():
+    comets = pd.DataFrame({"mag": [16.5, 18.0, 19.5], "coma_arcsec": [12.0, 4.0, 30.0],
+                           "best_p": [0.99, 0.8, 0.3], "offset_pix": [1.0, 3.0, np.nan],
+                           "snr_matched": [1e3, 1e3, 1e3], "snr_extended": [50.0, 0.0, 50.0]})
+    detections = pd.DataFrame({"p": [0.99, 0.8, 0.3, 0.9], "true": [True, True, True, False]})
+    tiles = pd.DataFrame({"p": [0.99, 0.8, 0.3, 0.9], "positive": [1, 1, 1, 0]})
+    m = compute_metrics(comets, detections, tiles, n_frames=2, score_threshold=0.5, point_sources_per_frame=5.0)
+    ideal = m["ideal"]
+    assert ideal["point_sources_per_frame"] == 5.0 and "0" not in ideal["recall_at_fp_per_frame"]
+    # the point-like comet of r 18 passes the cut only when most point sources do
+    assert ideal["recall_at_fp_per_frame"]["0.02"]["recall_by_magnitude_targets"]["<19"] == pytest.approx(0.5, abs=0.01)
+    assert ideal["at_threshold"]["fp_per_frame"] == 0.5  # the model's: 1 false positive in 2 frames
+    assert ideal["at_threshold"]["recall_by_magnitude_targets"]["19-20"] == pytest.approx(1.0)
+    # the model's recall in the target bins at each budget, beside it
+    assert m["recall_at_fp_per_frame"]["0.1"]["recall_by_magnitude_targets"] == {"<19": 0.5, "19-20": 0.0}
+    text = markdown_report({**m, "model": "t", "seeds": [1, 3], "score_threshold": 0.5, "match_radius_pix": 10,
+                            "counts": {**m["counts"], "frames_failed": 0}})
+    assert "| 0.1 | 0.9 | 0 | 33.3 % | 50.0 % / 51.0 % | 0.0 % / 100.0 % |" in text  # 0.5 + Phi(-2.05) / 2
+    assert "An ideal detector allowed the model's 0.500 false positives per frame would recall" in text
+    assert compute_metrics(comets, detections, tiles, n_frames=2, score_threshold=0.5)["ideal"] == {}
+
+
+def test_a_report_of_an_older_truth_table_has_no_detectable_comets():
+    comets = pd.DataFrame({"mag": [16.5], "coma_arcsec": [12.0], "best_p": [0.99], "offset_pix": [1.0]})
+    m = compute_metrics(comets, pd.DataFrame({"p": [0.99], "true": [True]}),
+                        pd.DataFrame({"p": [0.99], "positive": [1]}), n_frames=1, score_threshold=0.5)
+    assert (m["counts"]["comets_detectable"], m["counts"]["comets_extended"]) == (0, 0)
+    assert m["recall"]["by_magnitude_targets_detectable"]["<19"]["recall"] is None
 
 
 def test_markdown_report_tabulates_the_headline_numbers():

@@ -10,8 +10,13 @@ from tails.frames import parse_frame
 from tails.simulate import (
     NEA_FRACTION,
     Conditions,
+    GAIN,
     asteroid_rates,
     circular_orbit_motion,
+    comet_snrs,
+    comet_stamp,
+    moffat_kernel,
+    matched_filter_snr,
     random_frame_name,
     simulate_command,
     simulate_frame,
@@ -96,7 +101,56 @@ def test_random_comets_and_confusers_are_in_the_truth():
     comets = sim.truth[sim.truth["kind"] == "comet"]
     assert comets["x"].between(0, 3072).all() and comets["y"].between(0, 3080).all()
     assert comets["mag"].between(14, 20.5).all() and comets["coma_arcsec"].between(2, 60).all()
-    assert np.isfinite(comets[["ra", "dec", "snr"]].to_numpy()).all()
+    assert np.isfinite(comets[["ra", "dec", "snr", "snr_matched", "snr_extended"]].to_numpy()).all()
+    assert (comets["snr_matched"] > 0).all()
+    # the matched filter gathers the coma's light too: for a comet the sky limits, it does
+    # better than the core's aperture
+    faint = comets[comets["snr"] < 50]
+    assert (faint["snr_matched"] > faint["snr"]).all()
+
+
+def test_matched_filter_snr_of_a_gaussian_is_its_closed_form():
+    """A Gaussian of flux F and width s in noise sigma: S/N^2 = F^2 / (4 pi s^2 sigma^2)."""
+    s, flux, sigma = 2.0, 500.0, 3.0
+    yy, xx = np.mgrid[-30:31, -30:31]
+    g = flux * np.exp(-(xx**2 + yy**2) / (2 * s**2)) / (2 * np.pi * s**2)
+    assert matched_filter_snr(g, sigma**2) == pytest.approx(flux / (sigma * np.sqrt(4 * np.pi) * s), rel=1e-6)
+
+
+def test_comet_snrs_count_only_the_difference_the_comet_lands_on():
+    psf = np.zeros((5, 5))
+    psf[2, 2] = 1.0  # a delta PSF: the model is the stamp itself
+    stamp = np.full((10, 10), 4.0)
+    diff = np.ones((40, 40))
+    sky = 100.0
+    pixel = 16 / (sky + 4.0 / GAIN)  # one pixel's S/N^2
+    whole, extended = comet_snrs(stamp, 15, 15, 19.0, 19.0, psf, diff, sky)
+    assert whole == pytest.approx(np.sqrt(100 * pixel))
+    # the best point source at the nucleus takes away the nucleus's pixel, no more
+    assert extended == pytest.approx(np.sqrt(99 * pixel))
+    diff[:, 20:] = 0.0  # the reference stops at column 20: half the comet has no difference
+    assert comet_snrs(stamp, 15, 15, 19.0, 19.0, psf, diff, sky)[0] == pytest.approx(whole / np.sqrt(2))
+    # clipped at the image's edge, and nothing at all off it
+    edge = comet_snrs(stamp, -5, 0, 2.0, 2.0, np.ones((1, 1)), np.ones((40, 40)), sky)[0]
+    assert edge == pytest.approx(whole / np.sqrt(2))
+    assert comet_snrs(stamp, 100, 100, 104.0, 104.0, psf, diff, sky) == (0.0, 0.0)
+
+
+def test_a_comet_without_a_coma_cannot_be_told_from_a_point_source():
+    psf = moffat_kernel(2.0, 2.5)
+    diff = np.ones((200, 200))
+    sky = 40.0
+
+    def snrs(coma_pix, nucleus_fraction):
+        stamp, r0, c0 = comet_stamp(100.3, 99.6, 2e4, coma_pix, 0.0, 0.0, nucleus_fraction,
+                                    np.random.default_rng(0))
+        return comet_snrs(stamp, r0, c0, 100.3, 99.6, psf, diff, sky)
+
+    point, point_ext = snrs(1.0, 1.0)
+    assert point > 100 and point_ext < 1e-3 * point
+    # the same light in a 10 px coma: fainter to the matched filter, but plainly not a point
+    coma, coma_ext = snrs(10.0, 0.2)
+    assert coma < point and coma_ext > 0.5 * coma
 
 
 def test_asteroids_trail_as_fast_as_their_orbits_move_them():
