@@ -300,14 +300,23 @@ def splat(image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> 
         np.add.at(image, (yi[ok], xi[ok]), flux[ok] * w[ok])
 
 
-def _stamp_add(image: np.ndarray, stamp: np.ndarray, row0: int, col0: int) -> None:
-    """Add a stamp whose upper-left pixel lands at (row0, col0), clipped to the image."""
-    ny, nx = image.shape
-    h, w = stamp.shape
+def _overlap(image_shape: tuple[int, int], stamp_shape: tuple[int, int], row0: int, col0: int):
+    """The slices of an image and of a stamp whose upper-left pixel lands at (row0, col0) where
+    the two overlap, or None where they do not."""
+    ny, nx = image_shape
+    h, w = stamp_shape
     r0, c0 = max(row0, 0), max(col0, 0)
     r1, c1 = min(row0 + h, ny), min(col0 + w, nx)
-    if r1 > r0 and c1 > c0:
-        image[r0:r1, c0:c1] += stamp[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return (slice(r0, r1), slice(c0, c1)), (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
+
+
+def _stamp_add(image: np.ndarray, stamp: np.ndarray, row0: int, col0: int) -> None:
+    """Add a stamp whose upper-left pixel lands at (row0, col0), clipped to the image."""
+    both = _overlap(image.shape, stamp.shape, row0, col0)
+    if both is not None:
+        image[both[0]] += stamp[both[1]]
 
 
 def mag_to_dn(mag: np.ndarray | float, zp: float) -> np.ndarray:
@@ -396,12 +405,11 @@ def comet_snrs(stamp: np.ndarray, row0: int, col0: int, x: float, y: float, psf:
     r0, c0 = row0 - h, col0 - h
     splat(point, np.array([x - c0]), np.array([y - r0]), np.array([1.0]))
     point = fftconvolve(point, psf, mode="same")
-    ny, nx = diff.shape
-    rs, cs = slice(max(r0, 0), min(r0 + model.shape[0], ny)), slice(max(c0, 0), min(c0 + model.shape[1], nx))
-    if rs.stop <= rs.start or cs.stop <= cs.start:
+    both = _overlap(diff.shape, model.shape, r0, c0)
+    if both is None:
         return 0.0, 0.0
-    inside = (slice(rs.start - r0, rs.stop - r0), slice(cs.start - c0, cs.stop - c0))
-    seen = diff[rs, cs] != 0
+    on_image, inside = both
+    seen = diff[on_image] != 0
     m = np.where(seen, np.clip(model[inside], 0, None), 0.0)
     p = np.where(seen, point[inside], 0.0)
     variance = sky_variance + m / GAIN
