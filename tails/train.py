@@ -39,8 +39,8 @@ from .atomic import atomic_path
 
 __all__ = [
     "make_loss", "TileBatches", "augment_batch", "prefetched", "mine_hard_negatives",
-    "recalibrate_batch_norm", "learning_rate", "track_best", "resolve_jit_compile", "dataset_spec",
-    "train", "train_command",
+    "recalibrate_batch_norm", "learning_rate", "track_best", "resolve_jit_compile", "learnable_tiles",
+    "dataset_spec", "train", "train_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,49 @@ def prefetched(batches, threads: int = 4):
             if i + threads < n:
                 pending.append(pool.submit(batches.__getitem__, i + threads))
             yield batch
+
+
+def learnable_tiles(y: np.ndarray, meta, min_snr_extended: float) -> np.ndarray:
+    """Which tiles training may use: every negative, and the positives that are not point-like.
+
+    A comet whose light beyond the best-fitting point source at its nucleus has a
+    signal-to-noise below ``min_snr_extended`` (the truth column ``snr_extended``,
+    :func:`tails.simulate.comet_snrs`) looks like an asteroid in the difference image, and
+    asteroids are among the negatives.  Teaching such a comet as a positive asks the model to
+    score one thing both ways; these tiles are left out altogether, neither positive nor negative.
+
+    Parameters
+    ----------
+    y : ndarray (N, 3)
+        Labels ``[has_comet, x, y]``.
+    meta : DataFrame
+        The data set's per-tile truth (:func:`tails.dataset.load_dataset`).
+    min_snr_extended : float
+        0 keeps every tile.
+
+    Returns
+    -------
+    ndarray of bool (N,)
+
+    Raises
+    ------
+    ValueError
+        If ``min_snr_extended`` > 0 and the data set's positives carry no ``snr_extended`` (data
+        sets built before the simulator's truth had it).
+    """
+    keep = np.ones(len(y), dtype=bool)
+    if min_snr_extended <= 0:
+        return keep
+    positive = y[:, 0] > 0.5
+    snr = meta["snr_extended"].to_numpy(float)[positive] if "snr_extended" in meta else None
+    if snr is None or np.isnan(snr).any():
+        raise ValueError(
+            "train.min_snr_extended needs the truth column snr_extended in every positive tile, and "
+            "this data set was built without it: build the data set again (a new train.dataset.path), "
+            "or set train.min_snr_extended to 0"
+        )
+    keep[positive] = snr >= float(min_snr_extended)
+    return keep
 
 
 class TileBatches:
@@ -376,6 +419,9 @@ def _check_train_config(t: dict) -> None:
         problems.append(f"train.curriculum.epochs must be a non-negative integer, got {c['epochs']!r}")
     if not isinstance(c["min_snr"], (int, float)) or c["min_snr"] < 0:
         problems.append(f"train.curriculum.min_snr must be a non-negative number, got {c['min_snr']!r}")
+    m = t["min_snr_extended"]
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
+        problems.append(f"train.min_snr_extended must be a non-negative number, got {m!r}")
     for key in ("seeds", "val_seeds"):
         s = t["dataset"][key]
         if not (isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) for v in s) and s[0] < s[1]):
@@ -459,7 +505,8 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
     FileExistsError
         If the output folder holds a finished run and ``overwrite`` is False.
     ValueError
-        If the data set is empty.
+        If the data set is empty, or if ``train.min_snr_extended`` is set and the data set's truth
+        lacks ``snr_extended``.
     """
     import keras
 
@@ -481,7 +528,16 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
     keras.utils.set_random_seed(int(t["seed"]))
     processes = int(t["dataset"]["processes"])
     x, y, meta = _dataset(config, "train", processes)
-    xv, yv, _ = _dataset(config, "val", processes)
+    xv, yv, meta_v = _dataset(config, "val", processes)
+    if float(t["min_snr_extended"]) > 0:
+        # the point-like comets, left out of the training and the validation set alike, so that
+        # the best epoch is chosen on what the model is asked to learn
+        keep, keep_v = (learnable_tiles(a, m, float(t["min_snr_extended"])) for a, m in ((y, meta), (yv, meta_v)))
+        log.info("left out as point-like (snr_extended < %g): %d of %d training positives, %d of %d validation",
+                 float(t["min_snr_extended"]), int((~keep).sum()), int((y[:, 0] > 0.5).sum()),
+                 int((~keep_v).sum()), int((yv[:, 0] > 0.5).sum()))
+        x, y, meta = x[keep], y[keep], meta[keep].reset_index(drop=True)
+        xv, yv = xv[keep_v], yv[keep_v]
     log.info("training tiles: %d (%d positive); validation: %d (%d positive)",
              len(y), int((y[:, 0] > 0.5).sum()), len(yv), int((yv[:, 0] > 0.5).sum()))
 

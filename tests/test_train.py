@@ -13,8 +13,8 @@ import pytest
 from tails.config import ConfigError, load_config
 from tails.dataset import DatasetSpec, _save_shard, _shard_name, build_dataset, label_tiles, load_dataset
 from tails.train import (
-    BEST_BY, TileBatches, augment_batch, learning_rate, mine_hard_negatives, position_error_pix, prefetched,
-    recalibrate_batch_norm, resolve_jit_compile, track_best, train,
+    BEST_BY, TileBatches, augment_batch, learnable_tiles, learning_rate, mine_hard_negatives, position_error_pix,
+    prefetched, recalibrate_batch_norm, resolve_jit_compile, track_best, train,
 )
 
 
@@ -159,6 +159,41 @@ def _brightness_model():
     return model
 
 
+def test_point_like_comets_are_left_out_and_every_negative_kept():
+    y = np.zeros((6, 3), np.float32)
+    y[:4, 0] = 1
+    meta = pd.DataFrame({"snr_extended": [12.0, 4.9, 5.0, 0.0, np.nan, np.nan]})  # negatives: no comet
+    np.testing.assert_array_equal(learnable_tiles(y, meta, 5.0), [True, False, True, False, True, True])
+    np.testing.assert_array_equal(learnable_tiles(y, meta, 0.0), [True] * 6)
+    # a data set built before the truth had snr_extended is refused, not silently kept whole
+    for old in (pd.DataFrame({"snr": np.ones(6)}), meta.assign(snr_extended=[12.0, np.nan, 5, 0, 1, 1])):
+        with pytest.raises(ValueError, match="snr_extended.*build the data set again"):
+            learnable_tiles(y, old, 5.0)
+    assert learnable_tiles(y, pd.DataFrame({"snr": np.ones(6)}), 0.0).all()
+
+
+def test_training_leaves_out_the_point_like_comets_it_is_asked_to(tmp_path, caplog):
+    import logging
+    import time
+
+    cfg = _config(tmp_path)
+    for sub, seed in (("train", 1), ("val", 2)):
+        (tmp_path / sub).mkdir()
+        _blob_shards(tmp_path / sub, [seed], snr_extended=[8.0, 2.0, 9.0, 1.0])
+    cfg["train"]["dataset"].update(seeds=[1, 2], val_seeds=[2, 3], processes=1)
+    cfg["train"]["min_snr_extended"] = 5.0
+    with caplog.at_level(logging.INFO, logger="tails.train"):
+        train(cfg, deadline=time.time())
+    assert "left out as point-like (snr_extended < 5): 2 of 4 training positives, 2 of 4 validation" in caplog.text
+    cfg["train"]["min_snr_extended"] = -1
+    with pytest.raises(ConfigError, match="train.min_snr_extended must be a non-negative number, got -1"):
+        train(cfg)
+    cfg["train"]["min_snr_extended"] = 5.0
+    _blob_shards(tmp_path / "train", [1])  # the same shard without snr_extended
+    with pytest.raises(ValueError, match="build the data set again"):
+        train(cfg)
+
+
 def test_hard_negatives_are_those_the_model_takes_for_comets():
     x = np.arange(100, dtype=np.float16)[:, None, None, None] * np.ones((1, 8, 8, 3), np.float16)
     negatives = np.arange(10, 100)
@@ -297,8 +332,11 @@ def test_checkpoints_save_and_resume_exactly(tmp_path):
     assert restored < 0.01 * fresh, (restored, fresh)
 
 
-def _blob_shards(folder, seeds, size=128, per_seed=8):
-    """Shards of preprocessed-looking tiles: half hold a Gaussian blob (a 'comet') in sci and diff."""
+def _blob_shards(folder, seeds, size=128, per_seed=8, snr_extended=None):
+    """Shards of preprocessed-looking tiles: half hold a Gaussian blob (a 'comet') in sci and diff.
+
+    ``snr_extended``, if given, is the truth of the positives (tiles 0, 2, 4, ...) in the meta.
+    """
     yy, xx = np.mgrid[:size, :size]
     for seed in seeds:
         rng = np.random.default_rng(seed)
@@ -311,7 +349,10 @@ def _blob_shards(folder, seeds, size=128, per_seed=8):
             x[i, ..., 2] += blob
             y[i] = [1.0, cx / size, cy / size]
         x /= np.sqrt((x**2).sum(axis=(1, 2), keepdims=True))  # unit L2 norm per channel, as preprocessed
-        _save_shard(folder / _shard_name(seed), x.astype(np.float16), y, [{"seed": seed}] * per_seed)
+        meta = [{"seed": seed} for _ in range(per_seed)]
+        for m, snr in zip(meta[::2], snr_extended or []):
+            m["snr_extended"] = snr
+        _save_shard(folder / _shard_name(seed), x.astype(np.float16), y, meta)
 
 
 _TRAIN_CHILD = """
