@@ -27,7 +27,7 @@ def test_the_run_config_is_a_full_config_of_the_frames_simulated(tmp_path):
     script = _script()
     args = Namespace(first_seed=100000, first_val_seed=200000, val_frames=8, processes=16, batch_size=64,
                      learning_rate=3e-4, lr_constant_epochs=4, steps_per_epoch=100, pool=2000,
-                     init_checkpoint="models/tails-20261125b/tails.weights.h5")
+                     init_checkpoint="models/tails-20261125b/tails.weights.h5", min_snr_extended=5.0)
     config = script.run_config(tmp_path, args, n_train=48)
     check_config(config, load_defaults())  # every key, and no other
     spec, path = dataset_spec(config, "train")
@@ -36,7 +36,7 @@ def test_the_run_config_is_a_full_config_of_the_frames_simulated(tmp_path):
     t = config["train"]
     assert t["init_checkpoint"] == "models/tails-20261125b/tails.weights.h5"
     assert t["output_dir"] == str(tmp_path / "run") and t["dataset"]["processes"] == 16
-    assert t["jit_compile"] == "auto" and t["max_hours"] is None
+    assert t["jit_compile"] == "auto" and t["max_hours"] is None and t["min_snr_extended"] == 5.0
 
 
 def test_weights_come_back_in_parts_that_join_to_the_file(tmp_path):

@@ -45,7 +45,9 @@ def run_config(work: Path, args: argparse.Namespace, n_train: int) -> dict:
     """config.defaults.yaml, with the keys of a fine-tuning run on the machine set.
 
     The choices follow the bundled model's stage 4 (its MODEL.md): hard negatives
-    mined by the model, a third of each batch positive, every comet of core S/N >= 3 taught.
+    mined by the model, a third of each batch positive, every comet of core S/N >= 3 taught,
+    except those that cannot be told from a point source (``--min-snr-extended``, stage 11 of
+    models/README.md).
     """
     from tails.config import load_defaults
 
@@ -62,6 +64,7 @@ def run_config(work: Path, args: argparse.Namespace, n_train: int) -> dict:
         learning_rate=args.learning_rate, lr_constant_epochs=args.lr_constant_epochs, lr_decay=0.15,
         steps_per_epoch=args.steps_per_epoch, epochs=1000, early_stopping_patience=1000,
         init_checkpoint=args.init_checkpoint, jit_compile="auto", max_hours=None,
+        min_snr_extended=args.min_snr_extended,
     )
     t["hard_negatives"].update(fraction=0.5, pool=args.pool, min_score=0.2, every_epochs=2)
     return config
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-constant-epochs", type=int, default=4)
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--pool", type=int, default=2000, help="negative tiles scored to mine hard ones")
+    p.add_argument("--min-snr-extended", type=float, default=5.0,
+                   help="leave out the comets whose S/N beyond a point source is below this (0: none)")
     p.add_argument("--init-checkpoint", default=None,
                    help="weights to start from (in the working tree); the bundled model by default")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for a dry run on a CPU")
