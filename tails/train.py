@@ -7,7 +7,9 @@ The recipe is the original's (ZTF.md, "The original Tails", training branch):
   (config.defaults.yaml uses 1e-3, 8 and 0.2, which suit short CPU runs better);
 * early stopping on the validation position error with a patience of 30 epochs;
 * and, not in the original, a curriculum (``train.curriculum``): the first epochs draw only bright
-  comets, without which a model trained from scratch on 2 CPU cores stayed at chance.
+  comets, without which a model trained from scratch on 2 CPU cores stayed at chance;
+* also not in the original, and off by default (``train.min_snr_extended``, :func:`learnable_tiles`):
+  the comets that cannot be told from a point source left out, since asteroids are taught as negatives.
 
 An "epoch" here is a fixed number of steps (``train.steps_per_epoch``) over balanced random
 batches, so that checkpoints come often on a CPU.  A run folder holds::
