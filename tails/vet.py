@@ -11,7 +11,9 @@ searches that must not lose such comets.
 
 1. The **concentration of a point source**, ``C = F(r1) / F(r2)``, is the clipped median, over
    bright, isolated, round, unsaturated stars of the science image, of the flux within ``r1``
-   over the flux within ``r2`` (:func:`star_concentration`).
+   over the flux within ``r2`` (:func:`star_concentration`). Stars are found and measured over
+   the sky where they are, which nebulosity and twilight make vary across a frame
+   (:func:`sky_of`).
 2. For a candidate in the difference image, the **excess** ``E = F(r2) - F(r1) / C`` is the flux
    between ``r1`` and ``r2`` beyond what a point source with the same core flux would put there.
    It is zero up to noise for a point source and positive for a coma.
@@ -32,16 +34,21 @@ Nothing here reads files: the functions take arrays.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from scipy.interpolate import RectBivariateSpline
 
 __all__ = [
     "aperture_weights",
     "excess_weights",
     "centroid",
+    "Sky",
+    "sky_of",
     "star_concentration",
     "blank_spread",
     "extendedness",
@@ -64,6 +71,10 @@ ISOLATION_FWHM = 4.0
 #: to ~0.1 (the simulator's PSF ellipticity is at most 0.12, ``tails.simulate.random_conditions``),
 #: satellite streaks and bleed trails are near 1.
 MAX_STAR_ELLIPTICITY = 0.3
+#: Side, in px, of the boxes whose medians make the sky under the stars (:func:`sky_of`):
+#: a star (FWHM 1.2" to 3.5", ZTF.md) puts its light in a few of a box's 4096 pixels, while
+#: nebulosity (Gaussians of 80 to 600 px in ``tails.simulate``) and twilight vary over hundreds.
+SKY_BOX = 64
 #: Fewest stars the concentration may be measured from (else the frame is not vetted, with a
 #: warning), and the most that are used (the brightest).  One star's F(r1)/F(r2) scatters by
 #: 0.003 to 0.024 about the frame's median (robust sigma, 6 evaluation frames), and the median of
@@ -179,6 +190,103 @@ def _clipped_median(values: np.ndarray, k: float = 3.0, rounds: int = 3) -> np.n
     return np.median(values, axis=0)
 
 
+@dataclass(frozen=True)
+class Sky:
+    """The sky of an image as it varies across it, and the noise of a pixel about it (:func:`sky_of`).
+
+    Attributes
+    ----------
+    centres_y, centres_x : numpy.ndarray
+        Pixel coordinates of the boxes' centres along each axis.
+    medians : numpy.ndarray
+        The median of each box, ``(len(centres_y), len(centres_x))``.
+    noise : float
+        The noise of one pixel.
+    box : int
+        Side of the boxes, px.
+    """
+
+    centres_y: np.ndarray
+    centres_x: np.ndarray
+    medians: np.ndarray
+    noise: float
+    box: int
+
+    def image(self, shape: tuple[int, int], step: int = 8) -> np.ndarray:
+        """The sky at every pixel of an image of ``shape``, float32: :meth:`at` on a grid of
+        ``step`` px, interpolated bilinearly between (which errs by at most the sky's curvature
+        times step^2 / 8, about: under 1 ADU beneath a nebula of 1000 ADU and 150 px)."""
+        ny, nx = shape
+        ys = np.linspace(0, ny - 1, -(-ny // step) + 1)
+        xs = np.linspace(0, nx - 1, -(-nx // step) + 1)
+        coarse = self.at(ys, xs).astype(np.float32)
+        return ndimage.zoom(coarse, (ny / len(ys), nx / len(xs)), order=1)
+
+    @cached_property
+    def _spline(self) -> RectBivariateSpline | None:
+        ny, nx = self.medians.shape
+        if ny < 2 or nx < 2:
+            return None
+        return RectBivariateSpline(self.centres_y, self.centres_x, self.medians, kx=min(3, ny - 1), ky=min(3, nx - 1))
+
+    def at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The sky on the grid of rows ``ys`` by columns ``xs``: a bicubic spline through the boxes'
+        centres (constant beyond the outermost), which keeps the sky's curvature, as a star's
+        aperture needs (a bilinear sky is flat within a box, and the aperture would see a
+        nebula's curvature as flux)."""
+        if self._spline is None:
+            return np.full((len(ys), len(xs)), float(np.median(self.medians)))
+        ys = np.clip(np.asarray(ys, float), self.centres_y[0], self.centres_y[-1])
+        xs = np.clip(np.asarray(xs, float), self.centres_x[0], self.centres_x[-1])
+        return self._spline(ys, xs)
+
+
+def sky_of(image: np.ndarray, box: int = SKY_BOX) -> Sky:
+    """The sky of an image, as it varies across it, and the noise of a pixel about it.
+
+    The sky is the median of each ``box`` x ``box`` box (NaNs ignored; the last box of a row or
+    column may be smaller), at the box's centre.  The noise is the MAD-sigma of the second
+    differences along rows, ``I[x-1] - 2 I[x] + I[x+1]``, over sqrt(6): the sky's gradients,
+    nebulosity and galaxies cancel in them, so this is the noise of one pixel even where the
+    image's own MAD is dominated by structure (a nebulous frame's can be 30 times larger, and
+    then no star stands 30 such sigmas over the frame's median).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A 2-d image; NaNs are ignored.
+    box : int
+        Side of the boxes, px.
+
+    Raises
+    ------
+    ValueError
+        If the image has no finite pixel.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(img).any():
+        raise ValueError("the science image has no finite pixel")
+    ny, nx = img.shape
+    gy, gx = -(-ny // box), -(-nx // box)
+    padded = np.full((gy * box, gx * box), np.nan, np.float32)
+    padded[:ny, :nx] = img
+    blocks = padded.reshape(gy, box, gx, box).swapaxes(1, 2).reshape(gy, gx, box * box)
+    filled = np.isfinite(blocks).any(axis=2)
+    medians = np.full((gy, gx), np.nan)
+    medians[filled] = np.nanmedian(blocks[filled], axis=1)
+    medians[~filled] = np.median(medians[filled])
+
+    def centres(n: int, g: int) -> np.ndarray:
+        start = np.arange(g) * box
+        return (start + np.minimum(start + box, n) - 1) / 2.0
+
+    rows = img[:: max(1, ny // 128)]  # 128 rows or more: 400,000 differences in a ccd-quadrant
+    d = (rows[:, 2:] - 2 * rows[:, 1:-1] + rows[:, :-2]).ravel()
+    d = d[np.isfinite(d)]
+    noise = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(6) if d.size else 0.0
+    return Sky(centres(ny, gy), centres(nx, gx), medians, noise, box)
+
+
 def star_concentration(
     sci: np.ndarray, fwhm: float, r1: float, r2s: Sequence[float], saturate: float | None = None
 ) -> tuple[np.ndarray, int]:
@@ -207,32 +315,29 @@ def star_concentration(
     ValueError
         If fewer than :data:`MIN_STARS` stars qualify.
     """
+    sky = sky_of(sci)
+    level = sky.image(sci.shape)
     finite = np.isfinite(sci)
-    sample = sci.ravel()[:: max(1, sci.size // 200_000)]
-    sample = sample[np.isfinite(sample)]
-    if not len(sample):
-        raise ValueError("the science image has no finite pixel")
-    bkg = float(np.median(sample))
-    sigma = 1.4826 * float(np.median(np.abs(sample - bkg)))
-    img = sci if finite.all() else np.where(finite, sci, bkg)
+    img = sci if finite.all() else np.where(finite, sci, level)
+    above = img - level  # stars over the sky where they are, not over the frame's median
     iso = int(np.ceil(ISOLATION_FWHM * fwhm))
     half = _half(max(r2s)) + iso
-    bright = img - bkg > STAR_SNR * sigma
+    bright = above > STAR_SNR * sky.noise
     if saturate is not None and np.isfinite(saturate):
         bright &= img < 0.5 * saturate
     bright[:half], bright[-half:], bright[:, :half], bright[:, -half:] = False, False, False, False
     ys, xs = np.nonzero(bright)
-    value = img[ys, xs]
+    value = above[ys, xs]
     strict = np.ones(len(ys), bool)  # higher than its 8 neighbours: a peak, not a plateau
     for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
-        strict &= value > img[ys + dy, xs + dx]
+        strict &= value > above[ys + dy, xs + dx]
     ys, xs = ys[strict], xs[strict]
     ratios = []
-    for k in np.argsort(img[ys, xs])[::-1]:
+    for k in np.argsort(above[ys, xs])[::-1]:
         y, x = ys[k], xs[k]
-        if img[y - iso : y + iso + 1, x - iso : x + iso + 1].max() > img[y, x]:
+        if above[y - iso : y + iso + 1, x - iso : x + iso + 1].max() > above[y, x]:
             continue  # not the highest of its surroundings: not isolated
-        r = _star_ratios(_stamp(img, x, y, half), fwhm, r1, r2s)  # inside: bright spares the edges
+        r = _star_ratios(_stamp(above, x, y, half), fwhm, r1, r2s)  # inside: bright spares the edges
         if r is not None:
             ratios.append(r)
         if len(ratios) >= MAX_STARS:

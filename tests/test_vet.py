@@ -101,6 +101,40 @@ def test_a_frame_of_few_stars_is_measured_on_as_few_as_five():
         vet.star_concentration(four.astype(np.float32), FWHM, r1, r2s)
 
 
+def test_the_sky_and_the_noise_of_a_nebulous_image_are_those_under_the_nebula():
+    rng = np.random.default_rng(8)
+    shape = (400, 520)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    sky = 200 + 0.5 * xx + 1000 * np.exp(-((xx - 300) ** 2 + (yy - 150) ** 2) / (2 * 150**2))
+    image = (sky + rng.normal(0, 3, shape)).astype(np.float32)
+    image[:5, :7] = np.nan
+    got = vet.sky_of(image)
+    assert got.noise == pytest.approx(3, rel=0.05)  # the image's own MAD-sigma is 90 times that
+    full = got.image(shape)
+    assert full.shape == shape and full.dtype == np.float32
+    inner = (slice(32, -32), slice(32, -32))  # beyond the outermost boxes' centres it is constant
+    np.testing.assert_allclose(full[inner], got.at(np.arange(shape[0]), np.arange(shape[1]))[inner], atol=1.0)
+    err = np.abs(full - sky)[inner]
+    # a box's median lies under a curved sky's value at its centre, by up to 1.5 % of the peak here
+    assert np.median(err) < 2 * 3 and err.max() < 0.015 * 1000
+
+
+def test_the_concentration_of_a_nebulous_frame_is_measured_over_the_nebula(field):
+    # a nebula makes the image's MAD-sigma 80 times the noise, so that no star stood 30 such
+    # sigmas over the frame's median and the frame went unvetted (a quarter of simulated frames
+    # hold nebulosity; one of 100 evaluation frames, seed 900144, went unvetted so)
+    sci = field[0].copy()
+    yy, xx = np.mgrid[: sci.shape[0], : sci.shape[1]]
+    nebula = 1000 * np.exp(-((xx - 200) ** 2 + (yy - 230) ** 2) / (2 * 150**2))
+    star_peak = 4e4 / (2 * np.pi * SIGMA_PSF**2)
+    assert 30 * 1.4826 * np.median(np.abs(nebula - np.median(nebula))) > star_peak
+    r1, r2s = FWHM, [2.5 * FWHM, 6 * FWHM]
+    flat, n_flat = vet.star_concentration(sci, FWHM, r1, r2s, saturate=6e4)
+    conc, n = vet.star_concentration((sci + nebula).astype(np.float32), FWHM, r1, r2s, saturate=6e4)
+    assert n >= 30
+    np.testing.assert_allclose(conc, flat, atol=0.01)
+
+
 def test_too_few_stars_is_an_error_that_says_so(field):
     with pytest.raises(ValueError, match="only 0 bright, isolated, round"):
         vet.star_concentration(np.full((200, 200), 100.0, np.float32), FWHM, FWHM, [2.5 * FWHM])
