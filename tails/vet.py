@@ -190,7 +190,7 @@ def _clipped_median(values: np.ndarray, k: float = 3.0, rounds: int = 3) -> np.n
     return np.median(values, axis=0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity
 class Sky:
     """The sky of an image as it varies across it, and the noise of a pixel about it (:func:`sky_of`).
 
@@ -212,15 +212,15 @@ class Sky:
     noise: float
     box: int
 
-    def image(self, shape: tuple[int, int], step: int = 8) -> np.ndarray:
-        """The sky at every pixel of an image of ``shape``, float32: :meth:`at` on a grid of
-        ``step`` px, interpolated bilinearly between (which errs by at most the sky's curvature
-        times step^2 / 8, about: under 1 ADU beneath a nebula of 1000 ADU and 150 px)."""
+    def image(self, shape: tuple[int, int], step: int = 4) -> np.ndarray:
+        """The sky at every pixel of an image of ``shape``, float32, for finding stars over it:
+        :meth:`at` at the centres of cells of ``step`` x ``step`` px, constant within each (a
+        cell's sky errs by the sky's slope times ``step`` / 2 at most: under a tenth of a
+        pixel's noise but in the steepest nebulosity)."""
         ny, nx = shape
-        ys = np.linspace(0, ny - 1, -(-ny // step) + 1)
-        xs = np.linspace(0, nx - 1, -(-nx // step) + 1)
-        coarse = self.at(ys, xs).astype(np.float32)
-        return ndimage.zoom(coarse, (ny / len(ys), nx / len(xs)), order=1)
+        half = (step - 1) / 2
+        cells = self.at(np.arange(0, ny, step) + half, np.arange(0, nx, step) + half).astype(np.float32)
+        return np.repeat(np.repeat(cells, step, axis=0), step, axis=1)[:ny, :nx]
 
     @cached_property
     def _spline(self) -> RectBivariateSpline | None:
@@ -244,25 +244,28 @@ class Sky:
 def sky_of(image: np.ndarray, box: int = SKY_BOX) -> Sky:
     """The sky of an image, as it varies across it, and the noise of a pixel about it.
 
-    The sky is the median of each ``box`` x ``box`` box (NaNs ignored; the last box of a row or
-    column may be smaller), at the box's centre.  The noise is the MAD-sigma of the second
-    differences along rows, ``I[x-1] - 2 I[x] + I[x+1]``, over sqrt(6): the sky's gradients,
-    nebulosity and galaxies cancel in them, so this is the noise of one pixel even where the
-    image's own MAD is dominated by structure (a nebulous frame's can be 30 times larger, and
-    then no star stands 30 such sigmas over the frame's median).
+    The sky is the median of each ``box`` x ``box`` box (of every second pixel of every second
+    row; NaNs ignored; the last box of a row or column may be smaller), at the box's centre.
+    The noise is the MAD-sigma of the second differences along rows, ``I[x-1] - 2 I[x] +
+    I[x+1]``, over sqrt(6): the sky's gradients, nebulosity and galaxies cancel in them, so this
+    is the noise of one pixel even where the image's own MAD is dominated by structure (a
+    nebulous frame's can be 30 times larger, and then no star stands 30 such sigmas over the
+    frame's median).
 
     Parameters
     ----------
     image : numpy.ndarray
         A 2-d image; NaNs are ignored.
     box : int
-        Side of the boxes, px.
+        Side of the boxes, px; even.
 
     Raises
     ------
     ValueError
-        If the image has no finite pixel.
+        If the image has no finite pixel, or ``box`` is odd.
     """
+    if box < 2 or box % 2:
+        raise ValueError(f"the sky's boxes must have an even side of 2 px or more, not {box}")
     img = np.asarray(image, dtype=np.float32)
     if not np.isfinite(img).any():
         raise ValueError("the science image has no finite pixel")
@@ -270,7 +273,10 @@ def sky_of(image: np.ndarray, box: int = SKY_BOX) -> Sky:
     gy, gx = -(-ny // box), -(-nx // box)
     padded = np.full((gy * box, gx * box), np.nan, np.float32)
     padded[:ny, :nx] = img
-    blocks = padded.reshape(gy, box, gx, box).swapaxes(1, 2).reshape(gy, gx, box * box)
+    # every second pixel of every second row: a box's median of 1024 pixels lies within 0.04
+    # sigma of that of its 4096, in a quarter of the time
+    sub = box // 2
+    blocks = padded[::2, ::2].reshape(gy, sub, gx, sub).swapaxes(1, 2).reshape(gy, gx, sub * sub)
     filled = np.isfinite(blocks).any(axis=2)
     medians = np.full((gy, gx), np.nan)
     medians[filled] = np.nanmedian(blocks[filled], axis=1)
@@ -337,7 +343,8 @@ def star_concentration(
         y, x = ys[k], xs[k]
         if above[y - iso : y + iso + 1, x - iso : x + iso + 1].max() > above[y, x]:
             continue  # not the highest of its surroundings: not isolated
-        r = _star_ratios(_stamp(above, x, y, half), fwhm, r1, r2s)  # inside: bright spares the edges
+        around = np.arange(-half, half + 1)  # the stamp is inside: `bright` spares the edges
+        r = _star_ratios(_stamp(img, x, y, half) - sky.at(y + around, x + around), fwhm, r1, r2s)
         if r is not None:
             ratios.append(r)
         if len(ratios) >= MAX_STARS:
