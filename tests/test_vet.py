@@ -109,7 +109,7 @@ def test_the_sky_and_the_noise_of_a_nebulous_image_are_those_under_the_nebula():
     image = (sky + rng.normal(0, 3, shape)).astype(np.float32)
     image[:5, :7] = np.nan
     got = vet.sky_of(image)
-    assert got.noise == pytest.approx(3, rel=0.05)  # the image's own MAD-sigma is 90 times that
+    assert got.noise == pytest.approx(3, rel=0.05)  # the image's own MAD-sigma is 110 times that
     inner = (slice(32, -32), slice(32, -32))  # beyond the outermost boxes' centres it is constant
     err = np.abs(got.at(np.arange(shape[0]), np.arange(shape[1])) - sky)[inner]
     # a box's median lies under a curved sky's value at its centre, by up to 1.5 % of the peak here
@@ -120,7 +120,7 @@ def test_the_sky_and_the_noise_of_a_nebulous_image_are_those_under_the_nebula():
 
 
 def test_the_concentration_of_a_nebulous_frame_is_measured_over_the_nebula(field):
-    # a nebula makes the image's MAD-sigma 80 times the noise, so that no star stood 30 such
+    # a nebula makes the image's MAD-sigma 85 times the noise, so that no star stood 30 such
     # sigmas over the frame's median and the frame went unvetted (a quarter of simulated frames
     # hold nebulosity; one of 100 evaluation frames, seed 900144, went unvetted so)
     sci = field[0].copy()
@@ -129,7 +129,7 @@ def test_the_concentration_of_a_nebulous_frame_is_measured_over_the_nebula(field
     star_peak = 4e4 / (2 * np.pi * SIGMA_PSF**2)
     assert 30 * 1.4826 * np.median(np.abs(nebula - np.median(nebula))) > star_peak
     r1, r2s = FWHM, [2.5 * FWHM, 6 * FWHM]
-    flat, n_flat = vet.star_concentration(sci, FWHM, r1, r2s, saturate=6e4)
+    flat, _ = vet.star_concentration(sci, FWHM, r1, r2s, saturate=6e4)
     conc, n = vet.star_concentration((sci + nebula).astype(np.float32), FWHM, r1, r2s, saturate=6e4)
     assert n >= 30
     np.testing.assert_allclose(conc, flat, atol=0.01)
