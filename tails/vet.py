@@ -202,15 +202,12 @@ class Sky:
         The median of each box, ``(len(centres_y), len(centres_x))``.
     noise : float
         The noise of one pixel.
-    box : int
-        Side of the boxes, px.
     """
 
     centres_y: np.ndarray
     centres_x: np.ndarray
     medians: np.ndarray
     noise: float
-    box: int
 
     def image(self, shape: tuple[int, int], step: int = 4) -> np.ndarray:
         """The sky at every pixel of an image of ``shape``, float32, for finding stars over it:
@@ -290,7 +287,7 @@ def sky_of(image: np.ndarray, box: int = SKY_BOX) -> Sky:
     d = (rows[:, 2:] - 2 * rows[:, 1:-1] + rows[:, :-2]).ravel()
     d = d[np.isfinite(d)]
     noise = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(6) if d.size else 0.0
-    return Sky(centres(ny, gy), centres(nx, gx), medians, noise, box)
+    return Sky(centres(ny, gy), centres(nx, gx), medians, noise)
 
 
 def star_concentration(
