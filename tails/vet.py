@@ -335,13 +335,14 @@ def star_concentration(
     for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
         strict &= value > above[ys + dy, xs + dx]
     ys, xs = ys[strict], xs[strict]
+    around = np.arange(-half, half + 1)  # a stamp's rows and columns about its star
     ratios = []
     for k in np.argsort(above[ys, xs])[::-1]:
         y, x = ys[k], xs[k]
         if above[y - iso : y + iso + 1, x - iso : x + iso + 1].max() > above[y, x]:
             continue  # not the highest of its surroundings: not isolated
-        around = np.arange(-half, half + 1)  # the stamp is inside: `bright` spares the edges
-        r = _star_ratios(_stamp(img, x, y, half) - sky.at(y + around, x + around), fwhm, r1, r2s)
+        stamp = _stamp(img, x, y, half) - sky.at(y + around, x + around)  # inside: `bright` spares the edges
+        r = _star_ratios(stamp, fwhm, r1, r2s)
         if r is not None:
             ratios.append(r)
         if len(ratios) >= MAX_STARS:
