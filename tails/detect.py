@@ -89,8 +89,9 @@ class FrameResult:
         Every candidate over the threshold after the second look and merging, vetted or not:
         ``p_tile`` (its score in the tessellation's tile, before the second look), ``p``, ``x``,
         ``y``, their tile's ``row0, col0`` and ``x_tile, y_tile`` in it, and vetting's
-        ``ext_sigma``, ``ext_fraction`` and ``extended`` (NaN, NaN and True where vetting is
-        off).  The detections are the extended ones.
+        ``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``trailed`` and
+        ``extended`` (NaN, NaN, NaN, NaN, False and True where vetting is off).  The
+        detections are the extended ones.
     """
 
     name: str
@@ -233,7 +234,7 @@ def _vet(candidates: pd.DataFrame, troika: Any, cfg: dict, name: str) -> pd.Data
     )
     dropped = int((~measured["extended"]).sum())
     if dropped:
-        log.info("%s: %d of %d candidates dropped as point-like (tails.vet)", name, dropped, len(candidates))
+        log.info("%s: %d of %d candidates dropped as point-like or trailed (tails.vet)", name, dropped, len(candidates))
     return measured
 
 

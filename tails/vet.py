@@ -28,6 +28,18 @@ significance reaches ``min_significance`` and its excess is ``min_fraction`` of 
 (:func:`measure_candidates` measures and marks every candidate, :func:`vet_candidates` keeps
 the extended ones).
 
+4. A **trail** passes that test too: an asteroid that moves during the 30 s exposure is a line
+   seen through the PSF (ZTF.md: moving point sources; ``tails.simulate`` trails near-Earth
+   asteroids by up to 12 px), and its light beyond the core lies along the line.  Across the
+   line it is as narrow as a star, while a coma makes a comet wider than a star every way
+   (:func:`window_moments`: second moments under a Gaussian window of sigma one FWHM, the
+   star's measured on the same stars as the concentration).  A candidate measured at an S/N of
+   ``trail_min_snr`` or more, whose narrowest second moment is at most ``trail_max_width``
+   times a star's and whose widest is ``trail_min_elongation`` times its narrowest or more, is
+   a trail, and is dropped.  Round comets with large comae measure as narrow as a star in so
+   small a window, and are spared by their roundness.  A candidate beside a star's subtraction
+   residual is not judged (:func:`trail_measures`).
+
 Nothing here reads files: the functions take arrays.
 """
 
@@ -47,11 +59,14 @@ __all__ = [
     "aperture_weights",
     "excess_weights",
     "centroid",
+    "window_moments",
     "Sky",
     "sky_of",
+    "difference_noise",
     "star_concentration",
     "blank_spread",
     "extendedness",
+    "trail_measures",
     "check_vet_config",
     "unvetted",
     "measure_candidates",
@@ -90,6 +105,14 @@ BLANK_PLACES = 300
 SEARCH_PX = 2.0
 #: Rounds of the centroid's first moment, each in a window centred on the last estimate.
 CENTROID_ROUNDS = 3
+#: Sigma of the Gaussian window of the trail test's second moments, in FWHMs of the PSF: wide
+#: enough to take in a trail of several px, narrow enough to leave most neighbours out.
+TRAIL_WINDOW_FWHM = 1.0
+#: A pixel of the trail test's stamp this many noise sigmas below zero is a subtraction residual
+#: (a star's dipole), and the candidate is not judged a trail or not: a trail is positive
+#: everywhere, and a negative lobe beside a comet makes its moments narrow and elongated (6 of 224
+#: comets of r < 20 at their nuclei on simulated frames 300000-300039, before this guard).
+TRAIL_NEGATIVE_SIGMA = 5.0
 
 
 def aperture_weights(x: float, y: float, radius: float, half: int) -> np.ndarray:
@@ -147,6 +170,49 @@ def centroid(stamp: np.ndarray, fwhm: float, search: float) -> tuple[float, floa
     return x, y
 
 
+def window_moments(stamp: np.ndarray, x: float, y: float, sigma: float) -> tuple[float, float, float]:
+    """Second moments of a stamp about (x, y) under a round Gaussian window.
+
+    With ``w = exp(-rho^2 / 2 sigma^2) * stamp``, the moments are ``sum(w d d^T) / sum(w)`` for
+    the offsets ``d`` from (x, y).  A line's moment across it is that of its profile across it,
+    whatever the line's length, because the window factors into a Gaussian along and one across.
+
+    Parameters
+    ----------
+    stamp : numpy.ndarray
+        A square stamp, sky subtracted.
+    x, y : float
+        The centre, in the stamp's pixels.
+    sigma : float
+        The window's sigma, px.
+
+    Returns
+    -------
+    (float, float, float)
+        The smallest and the largest eigenvalue of the moments (px^2), and ``sum(window * stamp)``;
+        NaN, NaN and that sum where it is not positive.
+    """
+    yy, xx = np.mgrid[: stamp.shape[0], : stamp.shape[1]]
+    dx, dy = xx - x, yy - y
+    w = np.exp(-0.5 * (dx * dx + dy * dy) / sigma**2) * stamp
+    flux = float(w.sum())
+    if not flux > 0:
+        return float("nan"), float("nan"), flux
+    q = np.array([[(w * dx * dx).sum(), (w * dx * dy).sum()], [(w * dx * dy).sum(), (w * dy * dy).sum()]]) / flux
+    low, high = np.linalg.eigvalsh(q)
+    return float(low), float(high), flux
+
+
+def _window_weights(sigma: float, half: int) -> np.ndarray:
+    """The Gaussian window of :func:`window_moments` at a stamp's centre, as a linear filter."""
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    return np.exp(-0.5 * (xx * xx + yy * yy) / sigma**2)
+
+
+def _window_half(fwhm: float) -> int:
+    return int(np.ceil(3 * TRAIL_WINDOW_FWHM * fwhm + 2))
+
+
 def _stamp(image: np.ndarray, x: float, y: float, half: int) -> np.ndarray | None:
     """The ``(2 half + 1)``-px stamp centred on the pixel nearest (x, y); None if it leaves the image."""
     cx, cy = int(round(x)), int(round(y))
@@ -160,7 +226,9 @@ def _half(r2: float) -> int:
 
 
 def _star_ratios(stamp: np.ndarray, fwhm: float, r1: float, r2s: Sequence[float]) -> list[float] | None:
-    """``F(r1) / F(r2)`` of a star at a stamp's centre for each ``r2``; None if not a round star."""
+    """``F(r1) / F(r2)`` of a star at a stamp's centre for each ``r2``, then the mean of its two
+    second moments under the trail test's window (:func:`window_moments`); None if not a round
+    star."""
     half = stamp.shape[0] // 2
     yy, xx = np.mgrid[: stamp.shape[0], : stamp.shape[1]]
     rho = np.hypot(xx - half, yy - half)
@@ -175,7 +243,10 @@ def _star_ratios(stamp: np.ndarray, fwhm: float, r1: float, r2s: Sequence[float]
     f2 = [float((aperture_weights(cx, cy, r2, half) * s).sum()) for r2 in r2s]
     if not all(f > 0 and 0 < f1 <= f for f in f2):
         return None
-    return [f1 / f for f in f2]
+    low, high, _ = window_moments(s, cx, cy, TRAIL_WINDOW_FWHM * fwhm)
+    if not low > 0:
+        return None
+    return [f1 / f for f in f2] + [(low + high) / 2]
 
 
 def _clipped_median(values: np.ndarray, k: float = 3.0, rounds: int = 3) -> np.ndarray:
@@ -283,17 +354,23 @@ def sky_of(image: np.ndarray, box: int = SKY_BOX) -> Sky:
         start = np.arange(g) * box
         return (start + np.minimum(start + box, n) - 1) / 2.0
 
-    rows = img[:: max(1, ny // 128)]  # 128 rows or more: 400,000 differences in a ccd-quadrant
-    d = (rows[:, 2:] - 2 * rows[:, 1:-1] + rows[:, :-2]).ravel()
-    d = d[np.isfinite(d)]
-    noise = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(6) if d.size else 0.0
+    noise = difference_noise(img[:: max(1, ny // 128)])  # 128 rows or more: 400,000 differences in a ccd-quadrant
     return Sky(centres(ny, gy), centres(nx, gx), medians, noise)
+
+
+def difference_noise(image: np.ndarray) -> float:
+    """The noise of one pixel: the MAD-sigma of the second differences along rows,
+    ``I[x-1] - 2 I[x] + I[x+1]``, over sqrt(6) (NaNs ignored; 0 if there are none)."""
+    d = (image[:, 2:] - 2 * image[:, 1:-1] + image[:, :-2]).ravel()
+    d = d[np.isfinite(d)]
+    return 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(6) if d.size else 0.0
 
 
 def star_concentration(
     sci: np.ndarray, fwhm: float, r1: float, r2s: Sequence[float], saturate: float | None = None
-) -> tuple[np.ndarray, int]:
-    """``F(r1) / F(r2)`` of a point source, from the bright, isolated, round stars of an image.
+) -> tuple[np.ndarray, float, int]:
+    """``F(r1) / F(r2)`` of a point source, and its second moment, from the bright, isolated,
+    round stars of an image.
 
     Parameters
     ----------
@@ -310,8 +387,10 @@ def star_concentration(
 
     Returns
     -------
-    (numpy.ndarray, int)
-        The concentration for each ``r2``, and the number of stars it was measured on.
+    (numpy.ndarray, float, int)
+        The concentration for each ``r2``; the mean of a point source's two second moments, in
+        px^2, under the window of the trail test (:func:`window_moments`, sigma
+        :data:`TRAIL_WINDOW_FWHM` FWHMs); and the number of stars both were measured on.
 
     Raises
     ------
@@ -352,7 +431,8 @@ def star_concentration(
             f"only {len(ratios)} bright, isolated, round, unsaturated stars to measure the PSF's "
             f"concentration with (at least {MIN_STARS} are needed)"
         )
-    return _clipped_median(np.asarray(ratios)), len(ratios)
+    measures = _clipped_median(np.asarray(ratios))
+    return measures[:-1], float(measures[-1]), len(ratios)
 
 
 def blank_spread(image: np.ndarray, weights: np.ndarray, n: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -421,6 +501,49 @@ def extendedness(
     return sig, (excess / total if total > 0 else float("nan"))
 
 
+def trail_measures(
+    diff: np.ndarray, x: float, y: float, fwhm: float, star_moment: float, null: tuple[float, float],
+) -> tuple[float, float, float]:
+    """How narrow a candidate is across its length, how elongated, and how well measured.
+
+    Parameters
+    ----------
+    diff : numpy.ndarray
+        The difference image.
+    x, y : float
+        The candidate's 0-based pixel.
+    fwhm : float
+        PSF FWHM in pixels.
+    star_moment : float
+        A point source's second moment under the same window (:func:`star_concentration`).
+    null : (float, float)
+        Median and spread of the window's flux at blank places (:func:`blank_spread`).
+
+    Returns
+    -------
+    (float, float, float)
+        The narrowest second moment over ``star_moment`` (about 1 for a point source or a
+        trail, more for a coma), the widest over the narrowest (1 for a round source), and the
+        S/N of the flux in the window (over the blank places' spread, or over the stamp's own
+        noise if that is higher); NaN where the stamp leaves the image or holds a
+        non-finite pixel; the first two NaN where the flux is not positive, or where a pixel of
+        the stamp lies :data:`TRAIL_NEGATIVE_SIGMA` noise sigmas below zero (the noise of the
+        stamp's own pixels, :func:`difference_noise`: it varies across a frame).
+    """
+    half = _window_half(fwhm)
+    stamp = _stamp(diff, x, y, half)
+    if stamp is None or not np.isfinite(stamp).all() or not null[1] > 0:
+        return float("nan"), float("nan"), float("nan")
+    sigma = TRAIL_WINDOW_FWHM * fwhm
+    cx, cy = centroid(stamp, fwhm, search=SEARCH_PX + np.hypot(x - round(x), y - round(y)))
+    low, high, flux = window_moments(stamp, cx, cy, sigma)
+    noise = difference_noise(stamp)  # where the noise is higher than at the blank places, it counts
+    snr = (flux - null[0]) / max(null[1], noise * float(np.sqrt((_window_weights(sigma, half) ** 2).sum())))
+    if stamp.min() < -TRAIL_NEGATIVE_SIGMA * noise:
+        return float("nan"), float("nan"), snr
+    return low / star_moment, high / low, snr
+
+
 def check_vet_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Check the ``tails.vet`` section; raise ``ValueError`` naming the bad key.
 
@@ -454,12 +577,17 @@ def check_vet_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         )
     out["min_significance"] = number("min_significance", out.get("min_significance"), False)
     out["min_fraction"] = number("min_fraction", out.get("min_fraction"), False)
+    out["trail_max_width"] = number("trail_max_width", out.get("trail_max_width"), False)
+    out["trail_min_elongation"] = number("trail_min_elongation", out.get("trail_min_elongation"), True)
+    out["trail_min_snr"] = number("trail_min_snr", out.get("trail_min_snr"), False)
     return out
 
 
 def unvetted(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates as vetting leaves those it cannot measure: NaN measures, every one kept."""
-    return candidates.reset_index(drop=True).assign(ext_sigma=np.nan, ext_fraction=np.nan, extended=True)
+    return candidates.reset_index(drop=True).assign(
+        ext_sigma=np.nan, ext_fraction=np.nan, ext_width=np.nan, ext_elongation=np.nan, trailed=False, extended=True
+    )
 
 
 def measure_candidates(
@@ -487,10 +615,12 @@ def measure_candidates(
     -------
     pandas.DataFrame
         Every candidate, in order, with ``ext_sigma`` and ``ext_fraction`` added (the
-        significance and fraction at the ``r2`` where the significance is highest) and
-        ``extended``: whether vetting keeps it.  A candidate too near the frame's edge to be
-        measured (NaN) is kept.  If the frame has too few stars to measure the PSF by, every
-        candidate is kept, with NaN measures, and a warning is logged.
+        significance and fraction at the ``r2`` where the significance is highest),
+        ``ext_width`` and ``ext_elongation`` (:func:`trail_measures`), ``trailed`` (whether it
+        is a trail) and ``extended``: whether vetting keeps it, that is, extended and not a
+        trail.  A candidate too near the frame's edge for its excess to be measured (NaN) is
+        kept unless it is measured as a trail.  If the frame has too few stars to measure the
+        PSF by, every candidate is kept, with NaN measures, and a warning is logged.
     """
     cfg = check_vet_config(cfg)
     out = unvetted(candidates)
@@ -499,7 +629,7 @@ def measure_candidates(
     r1 = cfg["r1_fwhm"] * fwhm
     r2s = [r * fwhm for r in cfg["r2_fwhm"]]
     try:
-        conc, n_stars = star_concentration(sci, fwhm, r1, r2s, saturate)
+        conc, star_moment, n_stars = star_concentration(sci, fwhm, r1, r2s, saturate)
     except ValueError as err:
         log.warning("candidates not vetted: %s", err)
         return out
@@ -517,10 +647,22 @@ def measure_candidates(
     rows = np.arange(len(out))
     out["ext_sigma"] = np.where(unmeasured, np.nan, sig[rows, best])
     out["ext_fraction"] = np.where(unmeasured, np.nan, frac[rows, best])
-    out["extended"] = passes.any(axis=1) | unmeasured
+
+    h = _window_half(fwhm)
+    null = blank_spread(diff, _window_weights(TRAIL_WINDOW_FWHM * fwhm, h), BLANK_PLACES, rng)
+    trail = np.array([trail_measures(diff, x, y, fwhm, star_moment, null) for x, y in zip(out["x"], out["y"])])
+    width, elongation, snr = trail.T
+    out["ext_width"], out["ext_elongation"] = width, elongation
+    out["trailed"] = (
+        (snr >= cfg["trail_min_snr"]) & (width <= cfg["trail_max_width"])
+        & (elongation >= cfg["trail_min_elongation"])
+    )
+    extended = passes.any(axis=1)
+    out["extended"] = (extended | unmeasured) & ~out["trailed"].to_numpy()
     log.info(
-        "vetting: a point source's F(r1)/F(r2) is %s (%d stars); %d of %d candidates are extended",
-        np.round(conc, 3).tolist(), n_stars, int(out["extended"].sum()), len(out),
+        "vetting: a point source's F(r1)/F(r2) is %s (%d stars); %d of %d candidates are extended, "
+        "%d of those trailed",
+        np.round(conc, 3).tolist(), n_stars, int(extended.sum()), len(out), int((extended & out["trailed"]).sum()),
     )
     return out
 
@@ -534,7 +676,8 @@ def vet_candidates(
     Returns
     -------
     pandas.DataFrame
-        The candidates kept, with ``ext_sigma`` and ``ext_fraction`` added.
+        The candidates kept, with ``ext_sigma``, ``ext_fraction``, ``ext_width`` and
+        ``ext_elongation`` added.
     """
     out = measure_candidates(candidates, sci, diff, fwhm, cfg, saturate=saturate, seed=seed)
-    return out[out["extended"]].drop(columns="extended").reset_index(drop=True)
+    return out[out["extended"]].drop(columns=["extended", "trailed"]).reset_index(drop=True)
