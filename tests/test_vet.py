@@ -307,3 +307,42 @@ def test_a_real_difference_image_keeps_the_science_psf_of_a_point_source():
             diffs.append(c_diff - c_sci)
     assert len(diffs) >= 80
     assert abs(np.median(diffs)) < 0.02
+
+
+def _vet_at_truth():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "vet_at_truth.py"
+    spec = importlib.util.spec_from_file_location("vet_at_truth", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "5", "5"], "START must be less than STOP"),
+        (["--seeds", "1", "2", "--nea-fraction", "2"], "--nea-fraction must lie between 0 and 1"),
+        (["--seeds", "1", "2", "--out", "EXISTING"], "exists: give another --out"),
+    ],
+)
+def test_vet_at_truth_refuses_bad_arguments_before_simulating(args, message, tmp_path, capsys):
+    existing = tmp_path / "old.csv"
+    existing.write_text("kept\n")
+    out = ["--out", str(tmp_path / "new.csv")] if "--out" not in args else []
+    args = [str(existing) if a == "EXISTING" else a for a in args] + out
+    with pytest.raises(SystemExit):
+        _vet_at_truth().main(args)
+    assert message in capsys.readouterr().err
+    assert existing.read_text() == "kept\n" and not (tmp_path / "new.csv").exists()
+
+
+def test_vet_at_truth_counts_what_passes_the_excess_test_and_the_trails(caplog):
+    table = pd.DataFrame({"kind": ["comet", "comet", "asteroid", "asteroid", "asteroid"],
+                          "extended": [True, False, False, False, True], "trailed": [False, False, True, False, False]})
+    with caplog.at_level(logging.INFO, logger="vet_at_truth"):
+        _vet_at_truth().summarise(table)
+    assert "comets of r < 20: 2; pass the excess test: 1; of those taken for trails: 0" in caplog.text
+    assert "asteroids of r < 20: 3; pass the excess test: 2; of those taken for trails: 1" in caplog.text
