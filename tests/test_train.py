@@ -301,7 +301,7 @@ def test_checkpoints_save_and_resume_exactly(tmp_path):
 
     def compiled():
         m = Tails(**tiny)
-        m.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_loss())
+        m.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_loss(), run_eagerly=True)
         return m
 
     rng = np.random.default_rng(0)
