@@ -56,8 +56,11 @@ def irsa_server(irsa_mirror: IrsaMirror):
 @pytest.fixture(scope="session")
 def fresh_checkpoint(tmp_path_factory) -> Path:
     """Weights of a freshly initialised Tails() model: for plumbing tests, not for scores."""
+    import keras
+
     from tails.efficientdet import Tails
 
+    keras.utils.set_random_seed(7)
     path = tmp_path_factory.mktemp("model") / "fresh.weights.h5"
     Tails().save_weights(path)
     return path

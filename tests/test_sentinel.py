@@ -62,16 +62,9 @@ STEPS = ["candidate", "annotation", "thumbnail:new", "thumbnail:ref", "thumbnail
 
 # -- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """Fresh Tails() weights (see the module docstring)."""
-    import keras
-
-    from tails.efficientdet import Tails
-
-    keras.utils.set_random_seed(7)
-    path = tmp_path_factory.mktemp("model") / "fresh.weights.h5"
-    Tails().save_weights(path)
-    return path
+def checkpoint(fresh_checkpoint) -> Path:
+    """Fresh Tails() weights (see the module docstring): the session's, converted to LiteRT once."""
+    return fresh_checkpoint
 
 
 @pytest.fixture(scope="module")
