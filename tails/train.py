@@ -380,8 +380,12 @@ def _batch_statistics(model, bns):
         return _STATISTICS[model]
     position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
     wanted = [position[id(v)] for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
+    names = [bn.name for bn in bns]
+    held = weakref.ref(model)  # a strong reference here would keep the model in _STATISTICS for good
 
     def statistics(trainable, non_trainable, batch):
+        model = held()
+        bns = [model.get_layer(name) for name in names]
         momenta = [bn.momentum for bn in bns]
         try:
             for bn in bns:

@@ -92,6 +92,25 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
         np.testing.assert_array_equal(a, b)  # weights untouched
 
 
+def test_batch_norm_recalibration_keeps_no_model_alive():
+    """The compiled statistics are kept per model, and go with it."""
+    import gc
+    import weakref
+
+    import keras
+
+    from tails.train import _STATISTICS
+
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Conv2D(3, 1)(inputs)))
+    recalibrate_batch_norm(model, np.full((32, 4, 4, 2), 5.0, np.float32), batch_size=16, batches=2)
+    assert model in _STATISTICS
+    held = weakref.ref(model)
+    del model
+    gc.collect()
+    assert held() is None
+
+
 def test_batches_are_balanced_and_reproducible():
     y = np.zeros((100, 3), np.float32)
     y[:10, 0] = 1
