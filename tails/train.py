@@ -361,7 +361,7 @@ def recalibrate_batch_norm(model, x: np.ndarray, batch_size: int = 32, batches: 
 
 
 #: The compiled :func:`_batch_statistics` of each model (JAX traces it once, not once an epoch).
-_STATISTICS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_STATISTICS = weakref.WeakKeyDictionary()
 
 
 def _batch_statistics(model, bns):
