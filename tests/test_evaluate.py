@@ -11,16 +11,19 @@ import pandas as pd
 import pytest
 
 from tails.config import ConfigError, load_config
+from tails.intervals import binomial_interval, poisson_interval
 from tails.evaluate import (
     CANDIDATE_COLUMNS,
     COMA_BINS,
     DETECTABLE_SNR,
     MAGNITUDE_BINS,
+    TARGET_MAGNITUDE_BINS,
     REPORT_FILES,
     binned_recall,
     check_evaluate_config,
     compute_metrics,
     ideal_recall,
+    judge_targets,
     count_false_positives,
     evaluate,
     in_reference,
@@ -81,7 +84,8 @@ def test_recall_by_magnitude_bins_uses_half_open_bins():
 def test_empty_bin_has_no_recall():
     r = binned_recall(np.array([3.0, 4.0]), np.array([True, False]), COMA_BINS)
     assert r["<5"]["recall"] == pytest.approx(0.5)
-    assert r[">20"] == {"low": 20.0, "high": None, "n": 0, "recalled": 0, "recall": None}
+    assert r[">20"] == {"low": 20.0, "high": None, "n": 0, "recalled": 0, "recall": None, "interval": None}
+    assert r["<5"]["interval"] == pytest.approx(binomial_interval(1, 2))
 
 
 def test_false_positives_are_counted_per_frame_and_per_tile():
@@ -91,7 +95,10 @@ def test_false_positives_are_counted_per_frame_and_per_tile():
     assert fp["total"] == 2  # 0.7 and 0.99; 0.4 is below the threshold
     assert fp["per_frame"] == pytest.approx(1.0)
     assert fp["per_tile"] == pytest.approx(2 / 338)
+    assert fp["per_frame_interval"] == pytest.approx(poisson_interval(2, 2))
+    assert fp["per_tile_interval"] == pytest.approx(poisson_interval(2, 338))
     assert count_false_positives(p, true, 0.5, 0, 0)["per_frame"] is None
+    assert count_false_positives(p, true, 0.5, 0, 0)["per_frame_interval"] is None
 
 
 def test_localisation_rmse_and_median():
@@ -100,7 +107,10 @@ def test_localisation_rmse_and_median():
     assert s["rmse_pix"] == pytest.approx(math.sqrt(25 / 3))
     assert s["median_pix"] == pytest.approx(3.0)
     assert s["max_pix"] == pytest.approx(4.0)
+    low, high = s["rmse_interval"]
+    assert 0 <= low <= s["rmse_pix"] <= high <= 4.0
     assert localisation_stats(np.array([]))["rmse_pix"] is None
+    assert localisation_stats(np.array([]))["rmse_interval"] is None
 
 
 # ----------------------------------------------------------------------------- curves
@@ -164,7 +174,8 @@ def test_compute_metrics_gives_the_headline_numbers():
     detections = pd.DataFrame({"p": [0.99, 0.8, 0.3, 0.9, 0.1], "true": [True, True, True, False, False]})
     tiles = pd.DataFrame({"p": [0.99, 0.8, 0.3, 0.9, 0.1, 0.05], "positive": [1, 1, 1, 0, 0, 0]})
     m = compute_metrics(comets, detections, tiles, n_frames=1, score_threshold=0.5)
-    assert m["recall"]["overall"] == {"n": 3, "recalled": 2, "recall": pytest.approx(2 / 3)}
+    assert m["recall"]["overall"] == {"n": 3, "recalled": 2, "recall": pytest.approx(2 / 3),
+                                      "interval": pytest.approx(binomial_interval(2, 3))}
     assert m["recall"]["by_magnitude"][">19.5"]["recall"] == 0.0
     assert m["recall"]["by_coma_radius_arcsec"]["<5"]["recall"] == 1.0
     assert m["false_positives"]["total"] == 1 and m["false_positives"]["per_tile"] == pytest.approx(1 / 6)
@@ -193,7 +204,8 @@ def test_recall_in_the_reference_leaves_out_the_comets_it_does_not_reach():
     m = compute_metrics(comets, detections, tiles, n_frames=1, score_threshold=0.5)
     assert m["recall"]["by_magnitude_targets"]["<19"]["recall"] == pytest.approx(2 / 3)
     assert m["recall"]["by_magnitude_targets_in_reference"]["<19"] == {
-        "low": None, "high": 19.0, "n": 2, "recalled": 2, "recall": 1.0}
+        "low": None, "high": 19.0, "n": 2, "recalled": 2, "recall": 1.0,
+        "interval": (pytest.approx(0.025**0.5), 1.0)}
     assert m["counts"]["comets_outside_reference"] == 1
     text = markdown_report({**m, "model": "t", "seeds": [1, 2], "score_threshold": 0.5, "match_radius_pix": 10,
                             "counts": {**m["counts"], "frames_failed": 0}})
@@ -213,12 +225,13 @@ def test_recall_of_the_detectable_and_extended_comets_leaves_out_what_an_ideal_d
     assert m["recall"]["by_magnitude_targets_detectable"]["<19"]["n"] == 2
     assert m["recall"]["by_magnitude_targets_detectable"]["<19"]["recall"] == 1.0
     assert m["recall"]["by_magnitude_targets_detectable"]["19-20"] == {
-        "low": 19.0, "high": 20.0, "n": 1, "recalled": 0, "recall": 0.0}
+        "low": 19.0, "high": 20.0, "n": 1, "recalled": 0, "recall": 0.0, "interval": (0.0, pytest.approx(0.975))}
     assert m["recall"]["by_matched_snr"]["<3"]["n"] == 0 and m["recall"]["by_matched_snr"]["3-5"]["n"] == 1
-    assert m["recall"]["by_extended_snr"]["<3"] == {"low": None, "high": 3.0, "n": 2, "recalled": 1, "recall": 0.5}
+    assert m["recall"]["by_extended_snr"]["<3"] == {"low": None, "high": 3.0, "n": 2, "recalled": 1, "recall": 0.5,
+                                                    "interval": pytest.approx((0.0126, 0.9874), abs=1e-4)}
     # extended: detectable, and 5 sigma beyond a point source; the second comet is point-like
     assert m["recall"]["by_magnitude_targets_extended"]["<19"] == {
-        "low": None, "high": 19.0, "n": 1, "recalled": 1, "recall": 1.0}
+        "low": None, "high": 19.0, "n": 1, "recalled": 1, "recall": 1.0, "interval": (pytest.approx(0.025), 1.0)}
     assert m["recall"]["by_magnitude_targets_extended"]["19-20"]["n"] == 0
     assert (m["counts"]["comets_detectable"], m["counts"]["comets_extended"]) == (3, 1)
     text = markdown_report({**m, "model": "t", "seeds": [1, 2], "score_threshold": 0.5, "match_radius_pix": 10,
@@ -289,6 +302,36 @@ def test_markdown_report_tabulates_the_headline_numbers():
     assert "seeds 900000 to 900001" in text
     assert "| 0.5 | 0 | 1 | 100.0 % |" in text  # one false positive in 2 frames allowed: all of it
     assert "| 0.1 | 0.9 | 0 | 33.3 % |" in text  # none allowed: only the comet seen above 0.9
+    # each recall with its Clopper-Pearson interval, the false positives with Garwood's
+    assert "| all | | 3 | 2 | 66.7 % | 9.4-99.2 % |" in text
+    assert "| false positives per frame, 95 % interval | 0.013-2.786 |" in text
+    assert "| recall of r < 19 | 100.0 % | 15.8-100.0 % | >= 99 % | undecided |" in text
+    assert "| localisation RMSE (px) | 2.236 |" in text and "| <= 1.5 | " in text
+
+
+def test_targets_are_judged_by_their_intervals_not_their_values():
+    # 345 of 466 comets of r < 19 and 3 false positives in 100 frames (tails-20261203's figures):
+    # a recall far below 99 % is missed; 0.03 per frame is above 0.02, but 3 in 100 frames cannot
+    # tell, and neither can 0 in 100; 0 in 200 frames shows it below 0.02 (3.69 / 200 = 0.018)
+    def judged(recalled, fp, frames, offsets=(0.5, 1.0)):
+        recall = binned_recall(np.r_[np.full(466, 18.0), np.full(91, 19.5)],
+                               np.r_[np.arange(466) < recalled, np.arange(91) < 3], TARGET_MAGNITUDE_BINS)
+        fps = count_false_positives(np.ones(fp), np.zeros(fp, bool), 0.5, frames, 169 * frames)
+        return judge_targets(recall, fps, localisation_stats(np.array(offsets)))
+
+    t = judged(345, 3, 100)
+    assert t["recall_r_lt_19"]["value"] == pytest.approx(345 / 466)
+    assert t["recall_r_lt_19"]["verdict"] == "missed" and t["recall_r_19_20"]["verdict"] == "missed"
+    assert t["false_positives_per_frame"]["value"] == pytest.approx(0.03)
+    assert t["false_positives_per_frame"]["verdict"] == "undecided"
+    assert judged(345, 0, 100)["false_positives_per_frame"]["verdict"] == "undecided"
+    assert judged(345, 0, 200)["false_positives_per_frame"]["verdict"] == "met"
+    assert judged(345, 20, 100)["false_positives_per_frame"]["verdict"] == "missed"
+    assert judged(460, 0, 200)["recall_r_lt_19"]["verdict"] == "undecided"  # 98.7 %: 97.2-99.5 %
+    assert judged(466, 0, 200)["recall_r_lt_19"]["verdict"] == "met"  # all 466: 99.2-100 %
+    assert t["rmse_pix"]["verdict"] == "met"
+    assert judged(345, 3, 100, offsets=(3.0, 4.0))["rmse_pix"]["verdict"] == "missed"
+    assert judged(345, 3, 100, offsets=())["rmse_pix"]["verdict"] == "unmeasured"
 
 
 # ----------------------------------------------------------------------------- bad input
