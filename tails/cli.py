@@ -291,6 +291,7 @@ _COMMANDS = {
     "simulate": ("tails.simulate", "simulate_command"),
     "train": ("tails.train", "train_command"),
     "evaluate": ("tails.evaluate", "evaluate_command"),
+    "pool": ("tails.evaluate", "pool_command"),
     "average": ("tails.cli", "_average"),
     "fetch-models": ("tails.models", "fetch_models"),
     "benchmark": ("tails.benchmark", "benchmark_command"),

@@ -100,6 +100,9 @@ __all__ = [
     "FrameServer",
     "evaluate",
     "evaluate_command",
+    "POOL_KEYS",
+    "pool_reports",
+    "pool_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -1330,6 +1333,142 @@ def evaluate(
     return metrics
 
 
+# ----------------------------------------------------------------------------- pooling reports
+#: What reports must share to be pooled: the same model, judged the same way, by the same detector.
+POOL_KEYS = ("model", "score_threshold", "match_radius_pix", "detector")
+
+
+def _read_report(folder: Path) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """A report's ``metrics.json`` and its four tables; FileNotFoundError naming what is missing."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: give the evaluate.output_dir of a `tails evaluate` run")
+    tables = {}
+    for name in ("metrics.json", "comets.csv", "detections.csv", "candidates.csv", "tiles.csv"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} holds no {name}: it is not a complete `tails evaluate` report")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for name in ("comets", "detections", "candidates", "tiles"):
+        tables[name] = pd.read_csv(folder / f"{name}.csv")
+    return metrics, tables
+
+
+def pool_reports(reports: Sequence[str | os.PathLike], output: str | os.PathLike,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Pool evaluation reports of one model on disjoint frames into one report.
+
+    A false-positive rate of a few hundredths per frame needs hundreds of frames to be told from
+    a target (:mod:`tails.intervals`), so an evaluation may be run in pieces, at different times
+    or on different machines, and pooled: the pooled report is the one a single evaluation of all
+    the frames would have written, its figures and intervals computed from all the comets,
+    detections and tiles (:func:`compute_metrics`).
+
+    Parameters
+    ----------
+    reports : sequence of path
+        Report folders of ``tails evaluate`` (``evaluate.output_dir``), two or more.
+    output : path
+        The pooled report's folder; never overwritten without ``overwrite``.
+    overwrite : bool
+        Replace a report already in ``output``.
+
+    Returns
+    -------
+    dict
+        The pooled metrics, as written to ``metrics.json``; ``seed_ranges`` lists the reports'
+        seeds and ``pooled_from`` their folders.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two reports are given, if they differ in one of :data:`POOL_KEYS` (the key
+        and both values are named), if two share a frame, or if ``output`` is one of them.
+    FileNotFoundError
+        If a folder is not a complete report.
+    FileExistsError
+        If ``output`` holds a report and ``overwrite`` is False.
+    """
+    folders = [Path(r).expanduser().resolve() for r in reports]
+    if len(folders) < 2:
+        raise ValueError(f"pooling needs two reports or more, got {len(folders)}")
+    out = Path(output).expanduser().resolve()
+    if out in folders:
+        raise ValueError(f"the pooled report cannot replace one of its reports ({out}): choose another --output")
+    _check_output(out, overwrite)
+    read = [_read_report(f) for f in folders]
+    first, first_folder = read[0][0], folders[0]
+    for (metrics, _), folder in zip(read[1:], folders[1:]):
+        for key in POOL_KEYS:
+            if metrics.get(key) != first.get(key):
+                raise ValueError(
+                    f"{folder} and {first_folder} differ in {key} ({metrics.get(key)!r} against {first.get(key)!r}): "
+                    "only reports of one model, threshold, match radius and detector can be pooled"
+                )
+    seen: dict[str, Path] = {}
+    for (_, tables), folder in zip(read, folders):
+        for frame in set(tables["tiles"]["frame"]) | set(tables["comets"]["frame"]):
+            if frame in seen:
+                raise ValueError(f"{folder} and {seen[frame]} both evaluated {frame}: pool reports of disjoint seeds")
+            seen[str(frame)] = folder
+
+    def pooled(name: str) -> pd.DataFrame:
+        return pd.concat([tables[name] for _, tables in read], ignore_index=True)
+
+    comets, detections, candidates, tiles = (pooled(n) for n in ("comets", "detections", "candidates", "tiles"))
+    n_frames = sum(m["counts"]["frames"] for m, _ in read)
+    point_sources = [(m.get("ideal") or {}).get("point_sources_per_frame") for m, _ in read]
+    per_frame = (None if any(p is None for p in point_sources)
+                 else sum(p * m["counts"]["frames"] for p, (m, _) in zip(point_sources, read)) / n_frames)
+    metrics = compute_metrics(comets, detections, tiles, n_frames, first["score_threshold"],
+                              point_sources_per_frame=per_frame)
+    ranges = sorted(r for m, _ in read for r in (m.get("seed_ranges") or [m["seeds"]]))
+    per_report = {m.get("comets_per_frame") for m, _ in read}
+    metrics = {
+        "model": first["model"],
+        "checkpoint": first.get("checkpoint"),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "score_threshold": first["score_threshold"],
+        "match_radius_pix": first["match_radius_pix"],
+        "seeds": [ranges[0][0], max(r[1] for r in ranges)],
+        "seed_ranges": ranges,
+        "comets_per_frame": per_report.pop() if len(per_report) == 1 else None,
+        "magnitude": first.get("magnitude"),
+        "detector": first.get("detector"),
+        "pooled_from": [str(f) for f in folders],
+        **metrics,
+    }
+    for key in ("frames_requested", "frames_failed", "tiles_skipped", "tiles_partial_coma"):
+        metrics["counts"][key] = sum(int(m["counts"].get(key, 0)) for m, _ in read)
+    metrics["failed"] = {k: v for m, _ in read for k, v in (m.get("failed") or {}).items()}
+    metrics["seconds"] = {k: round(sum(float((m.get("seconds") or {}).get(k, 0.0)) for m, _ in read), 1)
+                          for k in ("simulate", "detect", "total")}
+    metrics["files"] = list(REPORT_FILES)
+    metrics = _json_safe(metrics)
+    _write_report(out, metrics, comets, detections, candidates, tiles, overwrite)
+    log.info("pooled report of %d frames from %d reports written to %s", n_frames, len(folders), out)
+    return metrics
+
+
+def pool_command(*reports: str, output: str, overwrite: bool = False) -> str:
+    """Pool ``tails evaluate`` reports of one model on disjoint frames into one report.
+
+    Parameters
+    ----------
+    reports : str
+        Two or more report folders (each an ``evaluate.output_dir``).
+    output : str
+        The folder of the pooled report.
+    overwrite : bool
+        Replace a report already in ``output``.
+
+    Returns
+    -------
+    str
+        The pooled report's one-paragraph summary.
+    """
+    metrics = pool_reports(reports, output, overwrite=bool(overwrite))
+    return _summary(metrics, Path(output).expanduser().resolve())
+
+
 def _write_report(out: Path, metrics: dict, comets: pd.DataFrame, detections: pd.DataFrame,
                   candidates: pd.DataFrame, tiles: pd.DataFrame, overwrite: bool) -> None:
     """Write the whole report into a temporary folder, then move it onto ``out``."""
@@ -1394,9 +1533,10 @@ def markdown_report(metrics: dict[str, Any]) -> str:
 
     num = _num
     level = f"{100 * metrics.get('confidence', CONFIDENCE):g} %"
+    seeds = ", ".join(f"{a} to {b - 1}" for a, b in metrics.get("seed_ranges") or [metrics["seeds"]])
     lines = [
-        f"Model `{metrics['model']}`, {c['frames']} simulated frames (seeds {metrics['seeds'][0]} to "
-        f"{metrics['seeds'][1] - 1}; {c['frames_failed']} failed), {c['comets']} comets, threshold "
+        f"Model `{metrics['model']}`, {c['frames']} simulated frames (seeds {seeds}; {c['frames_failed']} failed), "
+        f"{c['comets']} comets, threshold "
         f"{metrics['score_threshold']:g}, match radius {metrics['match_radius_pix']:g} px. Intervals are "
         f"two-sided {level} confidence intervals (`tails.intervals`).",
         "",

@@ -13,6 +13,7 @@ import pytest
 from tails.config import ConfigError, load_config
 from tails.intervals import binomial_interval, poisson_interval
 from tails.evaluate import (
+    _json_safe,
     CANDIDATE_COLUMNS,
     COMA_BINS,
     DETECTABLE_SNR,
@@ -30,6 +31,7 @@ from tails.evaluate import (
     localisation_stats,
     markdown_report,
     match_detections,
+    pool_reports,
     pr_curve,
     roc_curve,
     recall_at_false_positives,
@@ -441,3 +443,93 @@ def test_tails_evaluate_refuses_a_malformed_config_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "evaluate.seeds" in err and "no frame" in err
     assert not (tmp_path / "report").exists()
+
+
+# ----------------------------------------------------------------------------- pooling reports
+def _write_fake_report(folder, seeds, frames, false_positives, threshold=0.5):
+    """A report as ``tails evaluate`` writes it, of ``frames`` frames with 2 comets each (one
+    found, one not) and ``false_positives`` detections near no comet, without simulating."""
+    names = [f"ztf_20200101{seed % 1000000:06d}_000600_zr_c01_o_q1" for seed in range(seeds[0], seeds[0] + frames)]
+    comets = pd.DataFrame({
+        "frame": np.repeat(names, 2), "seed": np.repeat(np.arange(seeds[0], seeds[0] + frames), 2),
+        "x": 100.0, "y": 100.0, "mag": np.tile([17.0, 19.5], frames), "coma_arcsec": 10.0, "tail_arcsec": 0.0,
+        "snr": 20.0, "snr_matched": 30.0, "snr_extended": 10.0, "in_reference": True,
+        "best_p": np.tile([0.9, -np.inf], frames), "offset_pix": np.tile([1.0, np.nan], frames)})
+    detections = pd.DataFrame({"frame": names[:1] * (frames + false_positives), "seed": seeds[0],
+                               "p": 0.9, "x": 100.0, "y": 100.0,
+                               "true": [True] * frames + [False] * false_positives, "nearest_comet_pix": 1.0})
+    candidates = detections.assign(p_tile=0.9, ext_sigma=3.0, ext_fraction=0.3, ext_width=1.5,
+                                   ext_elongation=1.1, trailed=False, extended=True)[list(CANDIDATE_COLUMNS)]
+    tiles = pd.DataFrame({"frame": np.repeat(names, 3), "row0": 0, "col0": 0, "p": np.tile([0.9, 0.1, 0.6], frames),
+                          "positive": np.tile([True, False, False], frames), "partial_coma": False})
+    metrics = compute_metrics(comets, detections, tiles, frames, threshold, point_sources_per_frame=5.0)
+    metrics.update(model="tails-test", checkpoint=None, score_threshold=threshold, match_radius_pix=10,
+                   seeds=list(seeds), comets_per_frame=2, detector={"tile_size": 256})
+    metrics["counts"].update(frames_requested=frames, frames_failed=0, tiles_skipped=0, tiles_partial_coma=0)
+    metrics.update(failed={}, seconds={"simulate": 1.0, "detect": 2.0, "total": 3.0})
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(_json_safe(metrics), allow_nan=False))
+    for name, table in (("comets", comets), ("detections", detections), ("candidates", candidates), ("tiles", tiles)):
+        table.to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def test_pooled_reports_give_the_figures_of_one_evaluation_of_all_their_frames(tmp_path):
+    a = _write_fake_report(tmp_path / "a", (900100, 900140), 40, false_positives=1)
+    b = _write_fake_report(tmp_path / "b", (900140, 900200), 60, false_positives=2)
+    pooled = pool_reports([a, b], tmp_path / "pooled")
+
+    out = tmp_path / "pooled"
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    assert json.loads((out / "metrics.json").read_text()) == pooled
+    assert pooled["counts"]["frames"] == 100 and pooled["counts"]["comets"] == 200
+    assert pooled["counts"]["frames_requested"] == 100 and pooled["seconds"]["total"] == 6.0
+    assert pooled["seed_ranges"] == [[900100, 900140], [900140, 900200]] and pooled["seeds"] == [900100, 900200]
+    # the same numbers as computed from all the frames' tables at once
+    tables = {n: pd.concat([pd.read_csv(a / f"{n}.csv"), pd.read_csv(b / f"{n}.csv")], ignore_index=True)
+              for n in ("comets", "detections", "tiles")}
+    whole = _json_safe(compute_metrics(tables["comets"], tables["detections"], tables["tiles"], 100, 0.5,
+                                       point_sources_per_frame=5.0))
+    for key in ("counts", "recall", "false_positives", "localisation", "targets", "ideal"):
+        assert {k: v for k, v in pooled[key].items() if k not in ("frames_requested", "frames_failed",
+                                                                  "tiles_skipped", "tiles_partial_coma")} == whole[key]
+    assert pooled["false_positives"]["total"] == 3
+    assert pooled["false_positives"]["per_frame_interval"] == pytest.approx(poisson_interval(3, 100))
+    assert "seeds 900100 to 900139, 900140 to 900199" in (out / "summary.md").read_text()
+
+
+def test_pooling_refuses_reports_that_cannot_be_pooled(tmp_path):
+    a = _write_fake_report(tmp_path / "a", (900100, 900140), 4, false_positives=0)
+    b = _write_fake_report(tmp_path / "b", (900140, 900200), 6, false_positives=0, threshold=0.7)
+    c = _write_fake_report(tmp_path / "c", (900100, 900140), 4, false_positives=1)  # a's frames again
+    with pytest.raises(ValueError, match="differ in score_threshold"):
+        pool_reports([a, b], tmp_path / "out")
+    with pytest.raises(ValueError, match="both evaluated ztf_"):
+        pool_reports([a, c], tmp_path / "out")
+    with pytest.raises(ValueError, match="two reports or more"):
+        pool_reports([a], tmp_path / "out")
+    with pytest.raises(ValueError, match="cannot replace one of its reports"):
+        pool_reports([a, c], a)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no metrics.json"):
+        pool_reports([a, tmp_path / "empty"], tmp_path / "out")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "metrics.json").write_text("{}")
+    d = _write_fake_report(tmp_path / "d", (900200, 900210), 10, false_positives=0)
+    with pytest.raises(FileExistsError, match="already holds an evaluation report"):
+        pool_reports([a, d], tmp_path / "taken")
+    assert not (tmp_path / "out").exists()
+    assert pool_reports([a, d], tmp_path / "taken", overwrite=True)["counts"]["frames"] == 14
+
+
+def test_tails_pool_writes_the_report_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from tails.cli import main
+
+    a = _write_fake_report(tmp_path / "a", (900100, 900140), 4, false_positives=0)
+    b = _write_fake_report(tmp_path / "b", (900140, 900200), 6, false_positives=1)
+    assert main(["pool", str(a), str(b), f"--output={tmp_path / 'pooled'}"]) == 0
+    out = capsys.readouterr().out
+    assert "on 10 frame(s)" in out and "false positives 1" in out and "issue 3's targets:" in out
+    assert main(["pool", str(a), str(a), f"--output={tmp_path / 'again'}"]) == 2
+    assert "both evaluated" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
