@@ -1301,32 +1301,28 @@ def evaluate(
     tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])
     metrics = compute_metrics(comets, detections, tiles, acc.frames, ecfg["score_threshold"],
                               point_sources_per_frame=acc.point_sources / acc.frames)
-    metrics = {
-        "model": name,
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "score_threshold": ecfg["score_threshold"],
-        "match_radius_pix": ecfg["match_radius_pix"],
-        "seeds": [ecfg["seeds"][0], ecfg["seeds"][-1] + 1],
-        "comets_per_frame": ecfg["comets_per_frame"],
-        "magnitude": "total r magnitude of the comet (simulator truth column 'mag')",
-        "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "refine", "vet",
-                                                      "reproject") if k in config["tails"]},
-        **metrics,
-    }
-    metrics["counts"].update(
-        {
+    seconds = {**acc.seconds, "total": time.perf_counter() - t_start}
+    metrics = _report(
+        metrics,
+        header={
+            "model": name,
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "score_threshold": ecfg["score_threshold"],
+            "match_radius_pix": ecfg["match_radius_pix"],
+            "seeds": [ecfg["seeds"][0], ecfg["seeds"][-1] + 1],
+            "comets_per_frame": ecfg["comets_per_frame"],
+            "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "refine",
+                                                          "vet", "reproject") if k in config["tails"]},
+        },
+        counts={
             "frames_requested": len(ecfg["seeds"]),
             "frames_failed": len(acc.failed),
             "tiles_skipped": acc.tiles_skipped,
             "tiles_partial_coma": int(tiles["partial_coma"].sum()) if len(tiles) else 0,
-        }
+        },
+        failed=acc.failed,
+        seconds=seconds,
     )
-    metrics["failed"] = acc.failed
-    metrics["seconds"] = {k: round(v, 1) for k, v in acc.seconds.items()}
-    metrics["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
-    metrics["files"] = list(REPORT_FILES)
-    metrics = _json_safe(metrics)
 
     _write_report(out, metrics, comets, detections, candidates, tiles, overwrite)
     log.info("report written to %s", out)
@@ -1422,27 +1418,21 @@ def pool_reports(reports: Sequence[str | os.PathLike], output: str | os.PathLike
                               point_sources_per_frame=per_frame)
     ranges = sorted(r for m, _ in read for r in (m.get("seed_ranges") or [m["seeds"]]))
     per_report = {m.get("comets_per_frame") for m, _ in read}
-    metrics = {
-        "model": first["model"],
-        "checkpoint": first.get("checkpoint"),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "score_threshold": first["score_threshold"],
-        "match_radius_pix": first["match_radius_pix"],
-        "seeds": [ranges[0][0], max(r[1] for r in ranges)],
-        "seed_ranges": ranges,
-        "comets_per_frame": per_report.pop() if len(per_report) == 1 else None,
-        "magnitude": first.get("magnitude"),
-        "detector": first.get("detector"),
-        "pooled_from": [str(f) for f in folders],
-        **metrics,
-    }
-    for key in ("frames_requested", "frames_failed", "tiles_skipped", "tiles_partial_coma"):
-        metrics["counts"][key] = sum(int(m["counts"].get(key, 0)) for m, _ in read)
-    metrics["failed"] = {k: v for m, _ in read for k, v in (m.get("failed") or {}).items()}
-    metrics["seconds"] = {k: round(sum(float((m.get("seconds") or {}).get(k, 0.0)) for m, _ in read), 1)
-                          for k in ("simulate", "detect", "total")}
-    metrics["files"] = list(REPORT_FILES)
-    metrics = _json_safe(metrics)
+    metrics = _report(
+        metrics,
+        header={
+            **{k: first.get(k) for k in ("checkpoint", *POOL_KEYS)},
+            "seeds": [ranges[0][0], max(r[1] for r in ranges)],
+            "seed_ranges": ranges,
+            "comets_per_frame": per_report.pop() if len(per_report) == 1 else None,
+            "pooled_from": [str(f) for f in folders],
+        },
+        counts={k: sum(int(m["counts"].get(k, 0)) for m, _ in read)
+                for k in ("frames_requested", "frames_failed", "tiles_skipped", "tiles_partial_coma")},
+        failed={k: v for m, _ in read for k, v in (m.get("failed") or {}).items()},
+        seconds={k: sum(float((m.get("seconds") or {}).get(k, 0.0)) for m, _ in read)
+                 for k in ("simulate", "detect", "total")},
+    )
     _write_report(out, metrics, comets, detections, candidates, tiles, overwrite)
     log.info("pooled report of %d frames from %d reports written to %s", n_frames, len(folders), out)
     return metrics
@@ -1467,6 +1457,24 @@ def pool_command(*reports: str, output: str, overwrite: bool = False) -> str:
     """
     metrics = pool_reports(reports, output, overwrite=bool(overwrite))
     return _summary(metrics, Path(output).expanduser().resolve())
+
+
+def _report(metrics: dict[str, Any], header: dict[str, Any], counts: dict[str, int], failed: dict[str, str],
+            seconds: dict[str, float]) -> dict[str, Any]:
+    """``metrics.json``: the run's ``header`` (model, threshold, seeds, detector, ...) and the
+    time it was made, then the metrics, with the run's ``counts`` added, the frames that
+    ``failed``, the ``seconds`` spent and the report's files; JSON-safe (:func:`_json_safe`)."""
+    out = {
+        **header,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "magnitude": "total r magnitude of the comet (simulator truth column 'mag')",
+        **metrics,
+    }
+    out["counts"] = {**out["counts"], **counts}
+    out["failed"] = failed
+    out["seconds"] = {k: round(float(v), 1) for k, v in seconds.items()}
+    out["files"] = list(REPORT_FILES)
+    return _json_safe(out)
 
 
 def _write_report(out: Path, metrics: dict, comets: pd.DataFrame, detections: pd.DataFrame,
