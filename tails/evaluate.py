@@ -74,6 +74,8 @@ __all__ = [
     "MAGNITUDE_BINS",
     "TARGET_MAGNITUDE_BINS",
     "COMA_BINS",
+    "SEEING_BINS",
+    "by_seeing",
     "SNR_BINS",
     "DETECTABLE_SNR",
     "REPORT_FILES",
@@ -132,6 +134,16 @@ COMA_BINS: tuple[tuple[str, float, float], ...] = (
     ("5-10", 5.0, 10.0),
     ("10-20", 10.0, 20.0),
     (">20", 20.0, math.inf),
+)
+
+#: Bins of the frame's seeing FWHM in arcsec (header SEEING), over the simulator's 1.2" to 3.5"
+#: about ZTF's median of 2.0" (ZTF.md, "seeing").
+SEEING_BINS: tuple[tuple[str, float, float], ...] = (
+    ("<1.6", -math.inf, 1.6),
+    ("1.6-2", 1.6, 2.0),
+    ("2-2.4", 2.0, 2.4),
+    ("2.4-2.8", 2.4, 2.8),
+    (">2.8", 2.8, math.inf),
 )
 
 #: Bins of the comet core's expected signal-to-noise (the simulator's truth column ``snr``):
@@ -497,6 +509,48 @@ def count_false_positives(
     }
 
 
+def by_seeing(comets: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> dict[str, dict[str, Any]]:
+    """False positives per frame and recall of r < 19, in bins of the frames' seeing (:data:`SEEING_BINS`).
+
+    Parameters
+    ----------
+    comets : DataFrame
+        ``frame``, ``seeing`` (arcsec), ``mag`` and ``best_p`` of every comet; a frame is counted
+        in a bin through its comets.
+    detections : DataFrame
+        ``frame``, ``p`` and ``true`` of every detection.
+    threshold : float
+        The score threshold.
+
+    Returns
+    -------
+    dict
+        ``label -> {"low", "high", "frames", "false_positives", "per_frame", "per_frame_interval",
+        "comets_r_lt_19", "recalled_r_lt_19", "recall_r_lt_19", "interval"}``, with Garwood's
+        and Clopper-Pearson's intervals (:mod:`tails.intervals`); empty if the tables have no
+        ``seeing`` (reports made before it was recorded).
+    """
+    if "seeing" not in comets or "frame" not in detections:
+        return {}
+    seeing = comets.groupby("frame")["seeing"].first()
+    false = detections[(detections["p"].to_numpy(float) > threshold) & ~detections["true"].to_numpy(bool)]
+    fp = false["frame"].map(seeing).to_numpy(float)
+    out = {}
+    for label, lo, hi in SEEING_BINS:
+        frames = int(((seeing >= lo) & (seeing < hi)).sum())
+        k = int(((fp >= lo) & (fp < hi)).sum())
+        inside = comets[(comets["seeing"] >= lo) & (comets["seeing"] < hi) & (comets["mag"] < 19.0)]
+        found = int((inside["best_p"].to_numpy(float) > threshold).sum())
+        out[label] = {
+            "low": None if math.isinf(lo) else lo, "high": None if math.isinf(hi) else hi,
+            "frames": frames, "false_positives": k, "per_frame": _fraction(k, frames),
+            "per_frame_interval": poisson_interval(k, frames),
+            "comets_r_lt_19": len(inside), "recalled_r_lt_19": found, "recall_r_lt_19": _fraction(found, len(inside)),
+            "interval": binomial_interval(found, len(inside)),
+        }
+    return out
+
+
 def judge_targets(recall: Mapping[str, Any], false_positives: Mapping[str, Any],
                   localisation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Each of :data:`TARGETS` beside the measured figure, its interval and a verdict.
@@ -860,6 +914,7 @@ def compute_metrics(
         },
         "false_positives": false_positives,
         "recall_at_fp_per_frame": recall_at_false_positives(best_p, det_p, det_true, n_frames, magnitudes=mag),
+        "by_seeing": by_seeing(comets, detections, thr),
         "ideal": ideal,
         "localisation": localisation,
         "targets": judge_targets(by_targets, false_positives, localisation),
@@ -1154,6 +1209,7 @@ def _evaluate_frame(
                 "in_reference": in_reference(sim.diff, nuclei[:, 0], nuclei[:, 1]),
                 "best_p": m.comet_best_p,
                 "offset_pix": m_thr.comet_offset,
+                "seeing": float(header.get("SEEING", np.nan)),
             }
         )
     )
@@ -1167,6 +1223,7 @@ def _evaluate_frame(
                 "y": det_xy[:, 1],
                 "true": m.detection_true,
                 "nearest_comet_pix": m.detection_distance,
+                "seeing": float(header.get("SEEING", np.nan)),
             }
         )
     )
@@ -1295,8 +1352,8 @@ def evaluate(
         )
 
     comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "snr_matched",
-                                  "snr_extended", "in_reference", "best_p", "offset_pix"])
-    detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix"])
+                                  "snr_extended", "in_reference", "best_p", "offset_pix", "seeing"])
+    detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix", "seeing"])
     candidates = _concat(acc.candidates, list(CANDIDATE_COLUMNS))
     tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])
     metrics = compute_metrics(comets, detections, tiles, acc.frames, ecfg["score_threshold"],
@@ -1600,6 +1657,18 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         f"{num(tiles['average_precision'], '.3f')} |",
         "",
     ]
+    seeing = metrics.get("by_seeing") or {}
+    if seeing:
+        lines += [
+            f"| seeing (arcsec) | frames | false positives | per frame | {level} interval | comets of r < 19 | "
+            f"recalled | {level} interval |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for label, b in seeing.items():
+            lines.append(f"| {label} | {b['frames']} | {b['false_positives']} | {num(b['per_frame'], '.3f')} | "
+                         f"{_range(b['per_frame_interval'], lambda v: f'{v:.3f}')} | {b['comets_r_lt_19']} | "
+                         f"{pct(b['recall_r_lt_19'])} | {pct_range(b['interval'])} |")
+        lines.append("")
     at_fp = metrics.get("recall_at_fp_per_frame") or {}
     ideal = metrics.get("ideal") or {}
     ideal_at = ideal.get("recall_at_fp_per_frame") or {}

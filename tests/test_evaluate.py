@@ -18,6 +18,7 @@ from tails.evaluate import (
     COMA_BINS,
     DETECTABLE_SNR,
     MAGNITUDE_BINS,
+    SEEING_BINS,
     TARGET_MAGNITUDE_BINS,
     REPORT_FILES,
     binned_recall,
@@ -311,6 +312,30 @@ def test_markdown_report_tabulates_the_headline_numbers():
     assert "| localisation RMSE (px) | 2.236 |" in text and "| <= 1.5 | " in text
 
 
+def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
+    # frame a in 1.4" seeing, b in 3.0": b's false positive and missed comet fall in its bin
+    comets = pd.DataFrame({"frame": ["a", "a", "b", "b"], "seeing": [1.4, 1.4, 3.0, 3.0],
+                           "mag": [17.0, 19.5, 18.0, 18.5], "coma_arcsec": 10.0,
+                           "best_p": [0.9, 0.2, 0.8, 0.3], "offset_pix": [1.0, np.nan, 2.0, np.nan]})
+    detections = pd.DataFrame({"frame": ["a", "b", "b", "b"], "p": [0.9, 0.8, 0.95, 0.4],
+                               "true": [True, True, False, False]})
+    tiles = pd.DataFrame({"p": [0.9, 0.1], "positive": [True, False]})
+    m = compute_metrics(comets, detections, tiles, n_frames=2, score_threshold=0.5)
+    s = m["by_seeing"]
+    assert list(s) == [label for label, _, _ in SEEING_BINS]
+    assert (s["<1.6"]["frames"], s["<1.6"]["false_positives"], s["<1.6"]["recall_r_lt_19"]) == (1, 0, 1.0)
+    assert s["<1.6"]["comets_r_lt_19"] == 1  # the comet of r 19.5 is not in the r < 19 recall
+    assert (s[">2.8"]["frames"], s[">2.8"]["false_positives"], s[">2.8"]["recalled_r_lt_19"]) == (1, 1, 1)
+    assert s[">2.8"]["per_frame_interval"] == pytest.approx(poisson_interval(1, 1))
+    assert s[">2.8"]["interval"] == pytest.approx(binomial_interval(1, 2))
+    assert s["2-2.4"]["frames"] == 0 and s["2-2.4"]["per_frame"] is None and s["2-2.4"]["interval"] is None
+    text = markdown_report({**m, "model": "t", "seeds": [1, 3], "score_threshold": 0.5, "match_radius_pix": 10,
+                            "counts": {**m["counts"], "frames_failed": 0}})
+    assert "| >2.8 | 1 | 1 | 1.000 | 0.025-5.572 | 2 | 50.0 % | 1.3-98.7 % |" in text
+    # a report made before the seeing was recorded has no breakdown
+    assert compute_metrics(comets.drop(columns="seeing"), detections, tiles, 2, 0.5)["by_seeing"] == {}
+
+
 def test_targets_are_judged_by_their_intervals_not_their_values():
     # 345 of 466 comets of r < 19 and 3 false positives in 100 frames (tails-20261203's figures):
     # a recall far below 99 % is missed; 0.03 per frame is above 0.02, but 3 in 100 frames cannot
@@ -416,6 +441,10 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
     detections = pd.read_csv(out / "detections.csv")
     assert len(detections) >= 1
     assert pd.read_csv(out / "comets.csv")["in_reference"].dtype == bool
+    # each comet and detection carries its frame's seeing, and the report breaks the figures down by it
+    assert pd.read_csv(out / "comets.csv")["seeing"].between(1.0, 4.0).all()
+    assert detections["seeing"].between(1.0, 4.0).all()
+    assert sum(b["frames"] for b in on_disk["by_seeing"].values()) == 1
     # every candidate is in candidates.csv, those vetting dropped too; the kept ones are the detections
     candidates = pd.read_csv(out / "candidates.csv")
     assert candidates.columns.tolist() == list(CANDIDATE_COLUMNS)
