@@ -533,20 +533,23 @@ def by_seeing(comets: pd.DataFrame, detections: pd.DataFrame, threshold: float) 
     if "seeing" not in comets or "frame" not in detections:
         return {}
     seeing = comets.groupby("frame")["seeing"].first()
-    false = detections[(detections["p"].to_numpy(float) > threshold) & ~detections["true"].to_numpy(bool)]
-    fp = false["frame"].map(seeing).to_numpy(float)
+    at = detections["frame"].map(seeing).to_numpy(float)
+    brightest, low_mag, high_mag = TARGET_MAGNITUDE_BINS[0]  # "<19", the bin of the first recall target
     out = {}
     for label, lo, hi in SEEING_BINS:
         frames = int(((seeing >= lo) & (seeing < hi)).sum())
-        k = int(((fp >= lo) & (fp < hi)).sum())
-        inside = comets[(comets["seeing"] >= lo) & (comets["seeing"] < hi) & (comets["mag"] < 19.0)]
-        found = int((inside["best_p"].to_numpy(float) > threshold).sum())
+        here = (at >= lo) & (at < hi)
+        fp = count_false_positives(detections["p"].to_numpy(float)[here], detections["true"].to_numpy(bool)[here],
+                                   threshold, frames, n_tiles=0)
+        inside = comets[(comets["seeing"] >= lo) & (comets["seeing"] < hi)]
+        recall = binned_recall(inside["mag"].to_numpy(float), inside["best_p"].to_numpy(float) > threshold,
+                               [(brightest, low_mag, high_mag)])[brightest]
         out[label] = {
             "low": None if math.isinf(lo) else lo, "high": None if math.isinf(hi) else hi,
-            "frames": frames, "false_positives": k, "per_frame": _fraction(k, frames),
-            "per_frame_interval": poisson_interval(k, frames),
-            "comets_r_lt_19": len(inside), "recalled_r_lt_19": found, "recall_r_lt_19": _fraction(found, len(inside)),
-            "interval": binomial_interval(found, len(inside)),
+            "frames": frames, "false_positives": fp["total"], "per_frame": fp["per_frame"],
+            "per_frame_interval": fp["per_frame_interval"],
+            "comets_r_lt_19": recall["n"], "recalled_r_lt_19": recall["recalled"], "recall_r_lt_19": recall["recall"],
+            "interval": recall["interval"],
         }
     return out
 
