@@ -534,16 +534,16 @@ def by_seeing(comets: pd.DataFrame, detections: pd.DataFrame, threshold: float) 
         return {}
     seeing = comets.groupby("frame")["seeing"].first()
     at = detections["frame"].map(seeing).to_numpy(float)
-    brightest, low_mag, high_mag = TARGET_MAGNITUDE_BINS[0]  # "<19", the bin of the first recall target
+    p, true = detections["p"].to_numpy(float), detections["true"].to_numpy(bool)
+    brightest = TARGET_MAGNITUDE_BINS[:1]  # "<19", the bin of the first recall target
     out = {}
     for label, lo, hi in SEEING_BINS:
         frames = int(((seeing >= lo) & (seeing < hi)).sum())
         here = (at >= lo) & (at < hi)
-        fp = count_false_positives(detections["p"].to_numpy(float)[here], detections["true"].to_numpy(bool)[here],
-                                   threshold, frames, n_tiles=0)
+        fp = count_false_positives(p[here], true[here], threshold, frames, n_tiles=0)
         inside = comets[(comets["seeing"] >= lo) & (comets["seeing"] < hi)]
-        recall = binned_recall(inside["mag"].to_numpy(float), inside["best_p"].to_numpy(float) > threshold,
-                               [(brightest, low_mag, high_mag)])[brightest]
+        recall, = binned_recall(inside["mag"].to_numpy(float), inside["best_p"].to_numpy(float) > threshold,
+                                brightest).values()
         out[label] = {
             "low": None if math.isinf(lo) else lo, "high": None if math.isinf(hi) else hi,
             "frames": frames, "false_positives": fp["total"], "per_frame": fp["per_frame"],
