@@ -217,6 +217,25 @@ def test_a_comet_beside_a_star_residual_is_not_judged_a_trail(monkeypatch):
     assert vet.measure_candidates(cands, sci, diff, FWHM, CFG, saturate=6e4, seed=1)["trailed"].tolist() == [True]
 
 
+def test_a_residual_in_the_corner_of_a_trails_stamp_does_not_stop_its_judgement(monkeypatch):
+    # a neighbour's dipole 4.2 window sigmas from a bright trail (design frame 600054 had one):
+    # the window hardly weighs it, so the trail is judged, and dropped
+    rng = np.random.default_rng(6)
+    shape = (420, 420)
+    x, y = 163.4, 117.2
+    dipole = 3000 * (_gaussian(shape, x - 6.4, y - 9.5, 1) - _gaussian(shape, x - 5.4, y - 9.5, 1))
+    transients = _trail(shape, x, y, 6000, 10.0, 60.0)
+    noise = rng.normal(0, 3, shape)
+    sci = (200 + _stars(shape, rng) + transients + noise).astype(np.float32)
+    diff = (transients + dipole + noise).astype(np.float32)
+    cands = pd.DataFrame({"x": [x], "y": [y]})
+    m = vet.measure_candidates(cands, sci, diff, FWHM, CFG, saturate=6e4, seed=1)
+    assert m["trailed"].tolist() == [True] and m["extended"].tolist() == [False]
+    monkeypatch.setattr(vet, "TRAIL_NEGATIVE_WINDOWS", np.inf)  # the whole stamp: not judged, kept
+    m = vet.measure_candidates(cands, sci, diff, FWHM, CFG, saturate=6e4, seed=1)
+    assert np.isnan(m.loc[0, "ext_width"]) and m["extended"].tolist() == [True]
+
+
 @pytest.mark.skipif(not (ZTF_REAL / "didymos_diff").is_dir(), reason="no real Didymos difference image here")
 def test_the_real_didymos_with_its_dart_tail_is_not_a_trail():
     """The one real ZTF image of an active small body (``../shared/data/ztf_real/didymos_diff``):
