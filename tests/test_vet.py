@@ -224,7 +224,7 @@ def test_a_comet_beside_a_star_residual_is_not_judged_a_trail(monkeypatch):
 
 
 def test_a_residual_in_the_corner_of_a_trails_stamp_does_not_stop_its_judgement(monkeypatch):
-    # a neighbour's dipole 4.2 window sigmas from a bright trail (design frame 600054 had one):
+    # a neighbour's dipole about 4 window sigmas from a bright trail (design frame 600054 had one):
     # the window hardly weighs it, so the trail is judged, and dropped
     rng = np.random.default_rng(6)
     shape = (420, 420)
