@@ -8,11 +8,11 @@ with the label ``[1, x / 256, y / 256]`` (x the column, y the row, as the model 
 the comets are placed uniformly over the frame, they land at random positions in their tiles, as in
 the original's training set.
 
-Negatives are kept in generous proportion, hard ones first (:func:`negative_rank`): tiles holding
-a point-like transient (an asteroid, a variable star, a supernova: a compact source in the
-difference image, which a small coma resembles), then tiles holding any other confuser (cosmic ray,
-streak, ghost, bad column, bright star, galaxy, nebulosity), then plain sky.  Tiles that hold only part of a comet whose nucleus is in another tile are
-ambiguous and are left out.
+Negatives are kept in generous proportion, hard ones first (:func:`negative_rank`): tiles
+holding a point-like transient (an asteroid, a variable star, a supernova: a compact source in
+the difference image, as a small coma is), then tiles holding any other confuser (cosmic ray,
+streak, ghost, bad column, bright star, galaxy, nebulosity), then plain sky.  Tiles that hold
+only part of a comet whose nucleus is in another tile are ambiguous and are left out.
 
 A data set is a folder of shards, ``shard_{seed:06d}.npz`` with ``x`` (N, 256, 256, 3) float16,
 ``y`` (N, 3) float32 and ``meta`` (a JSON string with the truth of each tile), plus ``dataset.json``.
