@@ -8,11 +8,10 @@ with the label ``[1, x / 256, y / 256]`` (x the column, y the row, as the model 
 the comets are placed uniformly over the frame, they land at random positions in their tiles, as in
 the original's training set.
 
-Negatives are kept in generous proportion, hard ones first (:func:`negative_rank`): tiles
-holding a point-like transient (an asteroid, a variable star, a supernova: a compact source in
-the difference image, as a small coma is), then tiles holding any other confuser (cosmic ray,
-streak, ghost, bad column, bright star, galaxy, nebulosity), then plain sky.  Tiles that hold
-only part of a comet whose nucleus is in another tile are ambiguous and are left out.
+Negatives are kept in generous proportion, hard ones first: tiles holding a confuser (asteroid,
+variable star, cosmic ray, streak, ghost, bad column, bright star, nebulosity, footprint edge)
+before plain sky.  Tiles that hold only part of a comet whose nucleus is in another tile are
+ambiguous and are left out.
 
 A data set is a folder of shards, ``shard_{seed:06d}.npz`` with ``x`` (N, 256, 256, 3) float16,
 ``y`` (N, 3) float32 and ``meta`` (a JSON string with the truth of each tile), plus ``dataset.json``.
@@ -37,7 +36,6 @@ from .atomic import atomic_path
 __all__ = [
     "DatasetSpec",
     "label_tiles",
-    "negative_rank",
     "frame_to_examples",
     "build_dataset",
     "load_dataset",
@@ -57,7 +55,7 @@ class DatasetSpec:
     comets_per_frame : int
         Comets per simulated frame (placed at random, at most one nucleus per tile region).
     negatives_per_frame : int
-        Negative tiles kept per frame, hard ones first (:func:`negative_rank`).
+        Negative tiles kept per frame, hard ones first.
     tile_size, tile_offset : int
         As in the detector (config ``tails.tile_size`` and ``tails.tile_offset``).
     reproject : str
@@ -139,49 +137,13 @@ def label_tiles(
 
 def _hardness(offsets: np.ndarray, confusers: pd.DataFrame, tile_size: int) -> np.ndarray:
     """Number of confusers in each tile (0 for plain sky)."""
-    return _inside(offsets, confusers, tile_size).sum(axis=1)
-
-
-def _inside(offsets: np.ndarray, sources: pd.DataFrame, tile_size: int) -> np.ndarray:
-    """Whether each source (columns ``x``, ``y``) lies in each tile: shape (N tiles, M sources)."""
-    if sources is None or len(sources) == 0:
-        return np.zeros((len(offsets), 0), dtype=bool)
-    x = sources["x"].to_numpy(float)
-    y = sources["y"].to_numpy(float)
-    row0, col0 = offsets[:, 0:1], offsets[:, 1:2]
-    return (x[None] >= col0) & (x[None] < col0 + tile_size) & (y[None] >= row0) & (y[None] < row0 + tile_size)
-
-
-#: Confusers that are compact sources in the difference image, as a comet with a small coma is:
-#: the negatives a detector most needs to see (the bundled model's false positives on design
-#: frames 600000-600099 were 7 asteroids and 1 variable star of 8; models/tails-20261203/MODEL.md).
-POINT_LIKE_KINDS = ("asteroid", "variable", "supernova")
-
-
-def negative_rank(offsets: np.ndarray, confusers: pd.DataFrame, tile_size: int) -> np.ndarray:
-    """How hard each negative tile is, for the order in which negatives are kept.
-
-    Parameters
-    ----------
-    offsets : ndarray, shape (N, 2)
-        ``(row0, col0)`` of each tile.
-    confusers : DataFrame
-        The truth of the frame's confusers: columns ``x``, ``y`` and ``kind``.
-    tile_size : int
-        Tile side.
-
-    Returns
-    -------
-    ndarray of int, shape (N,)
-        2 for a tile holding a point-like transient (:data:`POINT_LIKE_KINDS`), 1 for one
-        holding any other confuser, 0 for plain sky.
-    """
-    offsets = np.asarray(offsets, dtype=float).reshape(-1, 2)
-    inside = _inside(offsets, confusers, tile_size)
-    if inside.shape[1] == 0:
+    if confusers is None or len(confusers) == 0:
         return np.zeros(len(offsets), dtype=int)
-    point_like = confusers["kind"].isin(POINT_LIKE_KINDS).to_numpy()
-    return np.where(inside[:, point_like].any(axis=1), 2, np.where(inside.any(axis=1), 1, 0))
+    x = confusers["x"].to_numpy(float)
+    y = confusers["y"].to_numpy(float)
+    row0, col0 = offsets[:, 0:1], offsets[:, 1:2]
+    inside = (x[None] >= col0) & (x[None] < col0 + tile_size) & (y[None] >= row0) & (y[None] < row0 + tile_size)
+    return inside.sum(axis=1)
 
 
 # the prefix of the temporary folder a frame is written to and cut in; a killed build's is removed
@@ -232,9 +194,9 @@ def frame_to_examples(
 
     pos = np.flatnonzero(valid & (labels[:, 0] > 0))
     neg_all = np.flatnonzero(valid & (labels[:, 0] == 0) & ~ambiguous)
-    hard = negative_rank(offsets[neg_all], confusers, spec.tile_size)
-    # point-like transients first, then other confusers, then plain sky (random order among equals)
-    order = np.lexsort((rng.random(len(neg_all)), -hard))
+    hard = _hardness(offsets[neg_all], confusers, spec.tile_size)
+    # hard negatives first (random order among equals), then plain sky
+    order = np.lexsort((rng.random(len(neg_all)), -np.minimum(hard, 1)))
     neg = neg_all[order[: spec.negatives_per_frame]]
     keep = np.concatenate([pos, neg])
 

@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 
 from tails.config import ConfigError, load_config
-from tails.dataset import (
-    DatasetSpec, _save_shard, _shard_name, build_dataset, label_tiles, load_dataset, negative_rank,
-)
+from tails.dataset import DatasetSpec, _save_shard, _shard_name, build_dataset, label_tiles, load_dataset
 from tails.train import (
     BEST_BY, TileBatches, augment_batch, learnable_tiles, learning_rate, mine_hard_negatives, position_error_pix,
     prefetched, recalibrate_batch_norm, resolve_jit_compile, track_best, train,
@@ -53,18 +51,6 @@ def test_tiles_are_labelled_by_the_nucleus_they_hold():
     assert index.tolist() == [0, 0, -1, -1]
     # the tile below is within the coma's reach but holds no nucleus: left out
     assert ambiguous.tolist() == [False, False, True, False]
-
-
-def test_negatives_holding_a_point_like_transient_are_kept_first():
-    offsets = np.array([[0, 0], [0, 236], [236, 0], [236, 236]])
-    confusers = pd.DataFrame({
-        "kind": ["cosmic_ray", "asteroid", "cosmic_ray", "variable", "galaxy"],
-        "x": [10.0, 300.0, 400.0, 50.0, 5000.0],
-        "y": [10.0, 10.0, 20.0, 300.0, 5000.0],
-    })
-    # an asteroid or a variable star outranks a cosmic ray, which outranks plain sky
-    np.testing.assert_array_equal(negative_rank(offsets, confusers, 256), [1, 2, 2, 0])
-    np.testing.assert_array_equal(negative_rank(offsets, confusers.iloc[:0], 256), [0, 0, 0, 0])
 
 
 def test_learning_rate_schedule_is_the_originals():
