@@ -31,7 +31,7 @@ from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
 from .image import PLATE_SCALE, cut_tiles
 from .preprocess import preprocess_tiles
 from .refine import check_refine_config, refine_candidates
-from .vet import check_vet_config, measure_candidates, unvetted
+from .vet import check_vet_config, compact_score, lowest_compact_score, measure_candidates, unvetted
 
 __all__ = [
     "DETECTION_COLUMNS",
@@ -86,12 +86,14 @@ class FrameResult:
     tile_valid : ndarray of bool, shape (n_tiles,)
         False for the skipped tiles.
     candidates : pandas.DataFrame
-        Every candidate over the threshold after the second look and merging, vetted or not:
-        ``p_tile`` (its score in the tessellation's tile, before the second look), ``p``, ``x``,
+        Every candidate after the second look and merging whose score could reach the
+        threshold (:func:`tails.vet.lowest_compact_score`), vetted or not: ``p_tile`` (its
+        score in the tessellation's tile, before the second look), ``p_model`` (the model's
+        score after it), ``p`` (the detector's score, :func:`tails.vet.compact_score`), ``x``,
         ``y``, their tile's ``row0, col0`` and ``x_tile, y_tile`` in it, and vetting's
-        ``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``trailed`` and
-        ``extended`` (NaN, NaN, NaN, NaN, False and True where vetting is off).  The
-        detections are the extended ones.
+        ``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``trailed``,
+        ``extended`` and ``compact`` (NaN, NaN, NaN, NaN, False, True and False where vetting
+        is off).  The detections are the extended ones with ``p`` over the threshold.
     """
 
     name: str
@@ -339,7 +341,9 @@ def process_frame(
 
     t0 = time.perf_counter()
     merge_radius = float(tcfg["merge_radius_pix"])
-    cut = min(threshold, refine_min) if refine else threshold
+    # a compact coma lifts a score (tails.vet): the least score that can reach the threshold
+    floor = lowest_compact_score(threshold, vet["compact_odds"]) if vet["enabled"] else threshold
+    cut = min(floor, refine_min) if refine else floor
     candidates = merge_candidates(candidates_from_predictions(predictions, offsets, cut, tile_size), merge_radius)
     candidates["p_tile"] = candidates["p"]  # the tessellation's score, before any second look
     if refine:
@@ -347,12 +351,14 @@ def process_frame(
             candidates, channels, model, min_score=refine_min, views=refine_views, tile_size=tile_size,
             batch_size=tcfg["batch_size"],
         )
-        candidates = merge_candidates(candidates[candidates["p"] > threshold], merge_radius)
+        candidates = merge_candidates(candidates[candidates["p"] > floor], merge_radius)
     timings["refine"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     measured = _vet(candidates, troika, vet, frame.name) if vet["enabled"] and len(candidates) else unvetted(candidates)
-    candidates = measured[measured["extended"]].reset_index(drop=True)
+    measured["p_model"] = measured["p"]
+    measured["p"] = compact_score(measured["p_model"], measured["compact"], vet["compact_odds"])
+    candidates = measured[measured["extended"] & (measured["p"] > threshold)].reset_index(drop=True)
     timings["vet"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -201,8 +201,8 @@ REPORT_FILES = (
 #: :attr:`tails.detect.FrameResult.candidates` has it, and its match with the truth, as in
 #: ``detections.csv``.
 CANDIDATE_COLUMNS = (
-    "frame", "seed", "p_tile", "p", "x", "y", "ext_sigma", "ext_fraction", "ext_width", "ext_elongation",
-    "trailed", "extended", "true", "nearest_comet_pix",
+    "frame", "seed", "p_tile", "p_model", "p", "x", "y", "ext_sigma", "ext_fraction", "ext_width",
+    "ext_elongation", "trailed", "extended", "compact", "true", "nearest_comet_pix",
 )
 
 #: Thresholds of the sampled curves in metrics.json: a 0.01 grid plus the high end, where a trained

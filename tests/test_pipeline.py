@@ -99,6 +99,31 @@ def test_vetting_drops_a_point_like_transient_keeps_a_fuzzy_one_and_can_be_disab
     assert unvetted["extended"].tolist() == [True] and np.isnan(unvetted.loc[0, "ext_sigma"])
 
 
+def test_a_compact_coma_lifts_a_low_score_over_the_threshold_and_a_point_source_stays_under(tmp_path):
+    """tails.vet's point 5, in the detector: the model scores both transients 0.3."""
+    x0, y0 = 150.0, 200.0
+    write_irsa_frame(tmp_path / "sharp", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=1.5, n_sources=30))
+    write_irsa_frame(tmp_path / "fuzzy", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=3.0, n_sources=30))
+    results = {}
+    for kind in ("sharp", "fuzzy"):
+        for odds in (9.0, 1.0):
+            with IrsaServer(tmp_path / kind) as server:
+                cfg = _config(server.url)
+                cfg["tails"]["vet"]["compact_odds"] = odds
+                results[kind, odds] = process_frame(
+                    FRAME_NAME, model=peak_model(score=0.3), config=cfg, base_path=tmp_path / f"{kind}-{odds}"
+                )
+    fuzzy = results["fuzzy", 9.0]
+    assert len(fuzzy.detections) == 1 and (fuzzy.detections.loc[0, "x"], fuzzy.detections.loc[0, "y"]) == (x0, y0)
+    assert fuzzy.detections.loc[0, "p"] == pytest.approx(9 * 0.3 / (0.7 + 9 * 0.3))
+    cand = fuzzy.candidates.loc[0]
+    assert cand["compact"] and cand["p_model"] == pytest.approx(0.3) and cand["p"] > 0.5
+    # without the lift, or as sharp as the stars, it stays under the threshold of 0.5
+    for key in (("fuzzy", 1.0), ("sharp", 9.0), ("sharp", 1.0)):
+        assert len(results[key].detections) == 0, key
+    assert not results["sharp", 9.0].candidates["compact"].any()
+
+
 def test_without_the_second_look_the_tessellation_tile_is_reported(tmp_path):
     x0, y0 = 150.0, 200.0
     write_irsa_frame(tmp_path / "irsa", FRAME_NAME, frame=_frame_with_transient(x0, y0))

@@ -19,7 +19,8 @@ from tails.simulate import comet_stamp
 SIGMA_PSF = 1.2  # px
 FWHM = 2.3548 * SIGMA_PSF
 CFG = {"enabled": True, "r1_fwhm": 1.0, "r2_fwhm": [2.5, 6.0], "min_significance": 2.0, "min_fraction": 0.1,
-       "trail_max_width": 1.15, "trail_min_elongation": 1.6, "trail_min_snr": 20.0}
+       "trail_max_width": 1.15, "trail_min_elongation": 1.6, "trail_min_snr": 20.0,
+       "compact_odds": 9.0, "compact_min_significance": 20.0, "compact_max_fraction": 0.7}
 
 
 def _gaussian(shape, x0, y0, flux, sigma=SIGMA_PSF):
@@ -165,6 +166,39 @@ def test_the_asteroid_is_dropped_and_the_comet_kept(field, caplog):
     assert abs(everything.loc[0, "ext_sigma"]) < 2 and abs(everything.loc[0, "ext_fraction"]) < 0.05
 
 
+def test_a_small_bright_coma_is_compact_and_a_diffuse_blob_is_not():
+    """Point 5 of the module: a nucleus in a small coma is compact; a ghost or a galaxy residual,
+    nearly all of its light beyond r1, is extended but not compact; a point source is neither."""
+    rng = np.random.default_rng(11)
+    shape = (420, 420)
+    where = {"asteroid": (70.3, 95.6), "small coma": (305.7, 258.2), "diffuse": (140.2, 330.4)}
+    transients = (_gaussian(shape, *where["asteroid"], 2e4) + _coma(shape, *where["small coma"], 2e4, radius=4)
+                  + _gaussian(shape, *where["diffuse"], 2e4, sigma=8))
+    sci = (200 + _stars(shape, rng) + transients + rng.normal(0, 3, shape)).astype(np.float32)
+    diff = (transients + rng.normal(0, 3, shape)).astype(np.float32)
+    cands = pd.DataFrame({"x": [x for x, _ in where.values()], "y": [y for _, y in where.values()], "p": 0.3})
+    measured = vet.measure_candidates(cands, sci, diff, FWHM, CFG, saturate=6e4, seed=1)
+    assert measured["extended"].tolist() == [False, True, True]
+    assert measured["compact"].tolist() == [False, True, False]
+    assert measured.loc[2, "ext_fraction"] > CFG["compact_max_fraction"] > measured.loc[1, "ext_fraction"]
+    # a stricter significance leaves it extended and no longer compact
+    strict = vet.measure_candidates(cands, sci, diff, FWHM, {**CFG, "compact_min_significance": 1e4}, seed=1)
+    assert strict["extended"].tolist() == [False, True, True] and not strict["compact"].any()
+
+
+def test_a_compact_coma_multiplies_the_odds_of_the_score():
+    p = np.array([0.0, 0.1, 0.3, 0.5, 1.0])
+    np.testing.assert_allclose(vet.compact_score(p, np.ones(5, bool), 9.0), [0.0, 0.5, 27 / 34, 0.9, 1.0])
+    np.testing.assert_array_equal(vet.compact_score(p, np.zeros(5, bool), 9.0), p)  # not compact
+    np.testing.assert_array_equal(vet.compact_score(p, np.ones(5, bool), 1.0), p)  # turned off
+    # the least score a compact coma lifts over the threshold
+    for threshold, odds in [(0.5, 9.0), (0.9, 9.0), (0.5, 1.0), (0.0, 9.0)]:
+        low = vet.lowest_compact_score(threshold, odds)
+        assert vet.compact_score([low], [True], odds)[0] == pytest.approx(threshold)
+    assert vet.lowest_compact_score(0.5, 9.0) == pytest.approx(0.1)
+    assert vet.lowest_compact_score(0.5, 1.0) == 0.5
+
+
 def _trail(shape, x0, y0, flux, length, angle_deg):
     """An asteroid trailed over ``length`` px: 15 PSFs along a line, as ``tails.simulate`` draws it."""
     t = np.linspace(-0.5, 0.5, 15) * length
@@ -293,6 +327,10 @@ def test_vetting_is_the_same_every_time(field):
         ({"min_fraction": float("nan")}, "tails.vet.min_fraction must be a number"),
         ({"trail_min_elongation": 0}, "tails.vet.trail_min_elongation must be a positive number"),
         ({"trail_min_snr": "high"}, "tails.vet.trail_min_snr must be a number"),
+        ({"compact_odds": 0.5}, r"tails.vet.compact_odds must be 1 \(off\) or more"),
+        ({"compact_odds": None}, "tails.vet.compact_odds must be a positive number"),
+        ({"compact_min_significance": "many"}, "tails.vet.compact_min_significance must be a number"),
+        ({"compact_max_fraction": 0}, "tails.vet.compact_max_fraction must be a positive number"),
     ],
 )
 def test_a_bad_vet_section_is_refused_with_the_key_named(change, message):
