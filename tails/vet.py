@@ -42,7 +42,7 @@ the extended ones).
 
 5. A **compact coma** is evidence the model underrates.  A bright comet with a coma of a few
    arcseconds is, to the model, much like a bright asteroid, and it may score it 0.03 to 0.45
-   (models/README.md, *A compact coma*).  Measured, it is plain: its light beyond a point
+   (README, *Compact comae*).  Measured, it is plain: its light beyond a point
    source is tens of sigmas, a modest part of its flux (its nucleus and inner coma lie within
    ``r1``), and it is round.  Ghosts, nebulae and galaxy residuals, which the excess test passes
    at such significance too, put nearly all their light beyond ``r1``.  A candidate that is
