@@ -41,7 +41,7 @@ the extended ones).
    residual is not judged (:func:`trail_measures`).
 
 5. A **compact coma** is evidence the model underrates.  A bright comet with a coma of a few
-   arcseconds is, to the model, much like a bright asteroid, and it may score it 0.03 to 0.45
+   arcseconds is, to the model, much like a bright asteroid, and it may score it 0.04 to 0.47
    (README, *Compact comae*).  Measured, it is plain: its light beyond a point
    source is tens of sigmas, a modest part of its flux (its nucleus and inner coma lie within
    ``r1``), and it is round.  Ghosts, nebulae and galaxy residuals, which the excess test passes
@@ -743,8 +743,9 @@ def measure_candidates(
         )
     log.info(
         "vetting: a point source's F(r1)/F(r2) is %s (%d stars); %d of %d candidates are extended, "
-        "%d of those trailed",
+        "%d of those trailed, %d compact",
         np.round(conc, 3).tolist(), n_stars, int(extended.sum()), len(out), int((extended & out["trailed"]).sum()),
+        int(out["compact"].sum()),
     )
     return out
 

@@ -20,7 +20,7 @@ SIGMA_PSF = 1.2  # px
 FWHM = 2.3548 * SIGMA_PSF
 CFG = {"enabled": True, "r1_fwhm": 1.0, "r2_fwhm": [2.5, 6.0], "min_significance": 2.0, "min_fraction": 0.1,
        "trail_max_width": 1.15, "trail_min_elongation": 1.6, "trail_min_snr": 20.0,
-       "compact_odds": 9.0, "compact_min_significance": 20.0, "compact_max_fraction": 0.7}
+       "compact_odds": 19.0, "compact_min_significance": 20.0, "compact_max_fraction": 0.7}
 
 
 def _gaussian(shape, x0, y0, flux, sigma=SIGMA_PSF):
