@@ -98,7 +98,8 @@ def run(
         Model weights (``.weights.h5``); default: ``tails.checkpoint``, and when that is null the
         bundled model.
     score_threshold : float, optional
-        Report tiles with p_comet above this (0 to 1); default: ``tails.score_threshold``.
+        Report detections whose score is above this (0 to 1; :func:`tails.vet.compact_score`);
+        default: ``tails.score_threshold``.
     cleanup : str, optional
         Delete downloaded images after each frame: none, ref, sci or all.
     single_image : str, optional
