@@ -76,6 +76,7 @@ __all__ = [
     "COMA_BINS",
     "SEEING_BINS",
     "by_seeing",
+    "lifted_counts",
     "SNR_BINS",
     "DETECTABLE_SNR",
     "REPORT_FILES",
@@ -507,6 +508,28 @@ def count_false_positives(
         "per_tile": _fraction(total, int(n_tiles)),
         "per_tile_interval": poisson_interval(total, int(n_tiles)),
     }
+
+
+def lifted_counts(candidates: pd.DataFrame, threshold: float) -> dict[str, int]:
+    """Detections over ``threshold`` only because a compact coma lifted their score (:mod:`tails.vet`).
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        ``candidates.csv``'s rows: ``p_model``, ``p``, ``extended`` and ``true``.  Reports made
+        before the compact test have no ``p_model``, and count none.
+
+    Returns
+    -------
+    dict
+        ``detections_lifted`` and, of those, ``true_detections_lifted``.
+    """
+    if not len(candidates) or "p_model" not in candidates or candidates["p_model"].isna().all():
+        return {"detections_lifted": 0, "true_detections_lifted": 0}
+    kept = candidates["extended"].astype(bool) & (candidates["p"] > threshold)
+    lifted = kept & ~(candidates["p_model"] > threshold)
+    return {"detections_lifted": int(lifted.sum()),
+            "true_detections_lifted": int((lifted & candidates["true"].astype(bool)).sum())}
 
 
 def by_seeing(comets: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> dict[str, dict[str, Any]]:
@@ -1379,6 +1402,7 @@ def evaluate(
             "frames_failed": len(acc.failed),
             "tiles_skipped": acc.tiles_skipped,
             "tiles_partial_coma": int(tiles["partial_coma"].sum()) if len(tiles) else 0,
+            **lifted_counts(candidates, ecfg["score_threshold"]),
         },
         failed=acc.failed,
         seconds=seconds,
@@ -1487,8 +1511,9 @@ def pool_reports(reports: Sequence[str | os.PathLike], output: str | os.PathLike
             "comets_per_frame": per_report.pop() if len(per_report) == 1 else None,
             "pooled_from": [str(f) for f in folders],
         },
-        counts={k: sum(int(m["counts"].get(k, 0)) for m, _ in read)
-                for k in ("frames_requested", "frames_failed", "tiles_skipped", "tiles_partial_coma")},
+        counts={**{k: sum(int(m["counts"].get(k, 0)) for m, _ in read)
+                   for k in ("frames_requested", "frames_failed", "tiles_skipped", "tiles_partial_coma")},
+                **lifted_counts(candidates, first["score_threshold"])},
         failed={k: v for m, _ in read for k, v in (m.get("failed") or {}).items()},
         seconds={k: sum(float((m.get("seconds") or {}).get(k, 0.0)) for m, _ in read)
                  for k in ("simulate", "detect", "total")},
@@ -1646,6 +1671,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         f"| comets a matched filter finds at S/N >= {DETECTABLE_SNR:g} (detectable) | {c.get('comets_detectable', 0)} |",
         f"| of those, with S/N >= {DETECTABLE_SNR:g} beyond a point source (extended) | {c.get('comets_extended', 0)} |",
         f"| detections over threshold | {c['detections']} ({c['true_detections']} true) |",
+        f"| of those, over it only for a compact coma (`tails.vet`) | {c.get('detections_lifted', 0)} "
+        f"({c.get('true_detections_lifted', 0)} true) |",
         f"| false positives | {fp['total']} |",
         f"| false positives per frame (ccd-quadrant) | {num(fp['per_frame'], '.3f')} |",
         f"| false positives per frame, {level} interval | "

@@ -27,6 +27,7 @@ from tails.evaluate import (
     ideal_recall,
     judge_targets,
     count_false_positives,
+    lifted_counts,
     evaluate,
     in_reference,
     localisation_stats,
@@ -38,6 +39,21 @@ from tails.evaluate import (
     recall_at_false_positives,
     threshold_sweep,
 )
+
+
+def test_detections_lifted_by_a_compact_coma_are_counted():
+    candidates = pd.DataFrame({
+        "p_model": [0.9, 0.1, 0.1, 0.3, 0.05],
+        "p": [0.9, 0.6, 0.6, 0.3, 0.5],  # the last lifted to the threshold, not over it
+        "extended": [True, True, True, True, True],
+        "true": [True, True, False, True, True],
+    })
+    assert lifted_counts(candidates, 0.5) == {"detections_lifted": 2, "true_detections_lifted": 1}
+    assert lifted_counts(candidates.assign(extended=False), 0.5)["detections_lifted"] == 0  # vetted out
+    assert lifted_counts(candidates, 0.0)["detections_lifted"] == 0  # all over the threshold anyway
+    # reports made before the compact test have no p_model
+    assert lifted_counts(candidates.drop(columns="p_model"), 0.5) == {"detections_lifted": 0,
+                                                                      "true_detections_lifted": 0}
 
 
 # ----------------------------------------------------------------------------- matching
@@ -449,6 +465,7 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
     candidates = pd.read_csv(out / "candidates.csv")
     assert candidates.columns.tolist() == list(CANDIDATE_COLUMNS)
     assert candidates["p_tile"].notna().all() and len(candidates) >= len(detections)
+    assert on_disk["counts"]["detections_lifted"] >= 0 and "compact coma" in (out / "summary.md").read_text()
     kept = candidates[candidates["extended"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept[["p", "x", "y", "true"]], detections[["p", "x", "y", "true"]])
     # no working files are left beside the report
@@ -521,8 +538,10 @@ def test_pooled_reports_give_the_figures_of_one_evaluation_of_all_their_frames(t
     whole = _json_safe(compute_metrics(tables["comets"], tables["detections"], tables["tiles"], 100, 0.5,
                                        point_sources_per_frame=5.0))
     for key in ("counts", "recall", "false_positives", "localisation", "targets", "ideal"):
-        assert {k: v for k, v in pooled[key].items() if k not in ("frames_requested", "frames_failed",
-                                                                  "tiles_skipped", "tiles_partial_coma")} == whole[key]
+        assert {k: v for k, v in pooled[key].items() if k not in (
+            "frames_requested", "frames_failed", "tiles_skipped", "tiles_partial_coma", "detections_lifted",
+            "true_detections_lifted")} == whole[key]
+    assert pooled["counts"]["detections_lifted"] == 0  # the fake candidates' p_model is their p
     assert pooled["false_positives"]["total"] == 3
     assert pooled["false_positives"]["per_frame_interval"] == pytest.approx(poisson_interval(3, 100))
     assert "seeds 900100 to 900139, 900140 to 900199" in (out / "summary.md").read_text()
