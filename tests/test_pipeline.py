@@ -69,20 +69,29 @@ def test_source_comes_back_at_its_pixel_and_sky_position(tmp_path):
     assert result.timings["refine"] > 0
 
 
-def test_vetting_drops_a_point_like_transient_keeps_a_fuzzy_one_and_can_be_disabled(tmp_path):
-    x0, y0 = 150.0, 200.0
-    # as sharp as the 30 stars (an asteroid), and twice as wide (a small coma)
-    write_irsa_frame(tmp_path / "sharp", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=1.5, n_sources=30))
-    write_irsa_frame(tmp_path / "fuzzy", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=3.0, n_sources=30))
+def _sharp_and_fuzzy(tmp_path, x0, y0, model, vet_settings):
+    """``process_frame`` on a transient as sharp as the 30 stars (an asteroid) and on one twice as
+    wide (a small coma), at (x0, y0), once for each ``tails.vet`` override in ``vet_settings``.
+
+    Returns ``{(kind, key): FrameResult}``, kind ``"sharp"`` or ``"fuzzy"``, key of ``vet_settings``.
+    """
+    for kind, sigma in (("sharp", 1.5), ("fuzzy", 3.0)):
+        write_irsa_frame(tmp_path / kind, FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=sigma, n_sources=30))
     results = {}
     for kind in ("sharp", "fuzzy"):
-        for vet in (True, False):
+        for key, settings in vet_settings.items():
             with IrsaServer(tmp_path / kind) as server:
                 cfg = _config(server.url)
-                cfg["tails"]["vet"]["enabled"] = vet
-                results[kind, vet] = process_frame(
-                    FRAME_NAME, model=peak_model(), config=cfg, base_path=tmp_path / f"{kind}-{vet}"
+                cfg["tails"]["vet"].update(settings)
+                results[kind, key] = process_frame(
+                    FRAME_NAME, model=model, config=cfg, base_path=tmp_path / f"{kind}-{key}"
                 )
+    return results
+
+
+def test_vetting_drops_a_point_like_transient_keeps_a_fuzzy_one_and_can_be_disabled(tmp_path):
+    x0, y0 = 150.0, 200.0
+    results = _sharp_and_fuzzy(tmp_path, x0, y0, peak_model(), {vet: {"enabled": vet} for vet in (True, False)})
     dropped = results["sharp", True]
     assert len(dropped.detections) == 0 and dropped.npy_paths == []
     assert pd.read_csv(dropped.csv_path).columns.tolist() == DETECTION_COLUMNS  # an empty CSV all the same
@@ -102,17 +111,8 @@ def test_vetting_drops_a_point_like_transient_keeps_a_fuzzy_one_and_can_be_disab
 def test_a_compact_coma_lifts_a_low_score_over_the_threshold_and_a_point_source_stays_under(tmp_path):
     """tails.vet's point 5, in the detector: the model scores both transients 0.3."""
     x0, y0 = 150.0, 200.0
-    write_irsa_frame(tmp_path / "sharp", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=1.5, n_sources=30))
-    write_irsa_frame(tmp_path / "fuzzy", FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=3.0, n_sources=30))
-    results = {}
-    for kind in ("sharp", "fuzzy"):
-        for odds in (9.0, 1.0):
-            with IrsaServer(tmp_path / kind) as server:
-                cfg = _config(server.url)
-                cfg["tails"]["vet"]["compact_odds"] = odds
-                results[kind, odds] = process_frame(
-                    FRAME_NAME, model=peak_model(score=0.3), config=cfg, base_path=tmp_path / f"{kind}-{odds}"
-                )
+    results = _sharp_and_fuzzy(tmp_path, x0, y0, peak_model(score=0.3),
+                               {odds: {"compact_odds": odds} for odds in (9.0, 1.0)})
     fuzzy = results["fuzzy", 9.0]
     assert len(fuzzy.detections) == 1 and (fuzzy.detections.loc[0, "x"], fuzzy.detections.loc[0, "y"]) == (x0, y0)
     assert fuzzy.detections.loc[0, "p"] == pytest.approx(9 * 0.3 / (0.7 + 9 * 0.3))
