@@ -9,7 +9,8 @@ what the detector finds.  ``--nea-fraction=1`` makes every asteroid a near-Earth
 up to 12 px, to measure the trail test on many trails.
 
 The output CSV has one row per source: the simulator's truth columns and vetting's measures
-(``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``trailed``, ``extended``).
+(``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``ext_snr``, ``trailed``,
+``extended``).
 A summary is logged.
 
 Examples

@@ -91,9 +91,9 @@ class FrameResult:
         score in the tessellation's tile, before the second look), ``p_model`` (the model's
         score after it), ``p`` (the detector's score, :func:`tails.vet.compact_score`), ``x``,
         ``y``, their tile's ``row0, col0`` and ``x_tile, y_tile`` in it, and vetting's
-        ``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``trailed``,
-        ``extended`` and ``compact`` (NaN, NaN, NaN, NaN, False, True and False where vetting
-        is off).  The detections are the extended ones with ``p`` over the threshold.
+        ``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``ext_snr``,
+        ``trailed``, ``extended`` and ``compact`` (NaN, NaN, NaN, NaN, NaN, False, True and False
+        where vetting is off).  The detections are the extended ones with ``p`` over the threshold.
     """
 
     name: str

@@ -203,7 +203,7 @@ REPORT_FILES = (
 #: ``detections.csv``.
 CANDIDATE_COLUMNS = (
     "frame", "seed", "p_tile", "p_model", "p", "x", "y", "ext_sigma", "ext_fraction", "ext_width",
-    "ext_elongation", "trailed", "extended", "compact", "true", "nearest_comet_pix",
+    "ext_elongation", "ext_snr", "trailed", "extended", "compact", "true", "nearest_comet_pix",
 )
 
 #: Thresholds of the sampled curves in metrics.json: a 0.01 grid plus the high end, where a trained

@@ -656,7 +656,8 @@ def lowest_compact_score(threshold: float, odds: float) -> float:
 def unvetted(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates as vetting leaves those it cannot measure: NaN measures, every one kept."""
     return candidates.reset_index(drop=True).assign(
-        ext_sigma=np.nan, ext_fraction=np.nan, ext_width=np.nan, ext_elongation=np.nan, trailed=False, extended=True,
+        ext_sigma=np.nan, ext_fraction=np.nan, ext_width=np.nan, ext_elongation=np.nan, ext_snr=np.nan, trailed=False,
+        extended=True,
         compact=False,
     )
 
@@ -687,7 +688,7 @@ def measure_candidates(
     pandas.DataFrame
         Every candidate, in order, with ``ext_sigma`` and ``ext_fraction`` added (the
         significance and fraction at the ``r2`` where the significance is highest),
-        ``ext_width`` and ``ext_elongation`` (:func:`trail_measures`), ``trailed`` (whether it
+        ``ext_width``, ``ext_elongation`` and ``ext_snr`` (:func:`trail_measures`), ``trailed`` (whether it
         is a trail) and ``extended``: whether vetting keeps it, that is, extended and not a
         trail.  A candidate too near the frame's edge for its excess to be measured (NaN) is
         kept unless it is measured as a trail.  ``compact`` says which of those it keeps have a
@@ -725,7 +726,7 @@ def measure_candidates(
     null = blank_spread(diff, _window_weights(TRAIL_WINDOW_FWHM * fwhm, h), BLANK_PLACES, rng)
     trail = np.array([trail_measures(diff, x, y, fwhm, star_moment, null) for x, y in zip(out["x"], out["y"])])
     width, elongation, snr = trail.T
-    out["ext_width"], out["ext_elongation"] = width, elongation
+    out["ext_width"], out["ext_elongation"], out["ext_snr"] = width, elongation, snr
     out["trailed"] = (
         (snr >= cfg["trail_min_snr"]) & (width <= cfg["trail_max_width"])
         & (elongation >= cfg["trail_min_elongation"])
@@ -759,8 +760,8 @@ def vet_candidates(
     Returns
     -------
     pandas.DataFrame
-        The candidates kept, with ``ext_sigma``, ``ext_fraction``, ``ext_width`` and
-        ``ext_elongation`` added.
+        The candidates kept, with ``ext_sigma``, ``ext_fraction``, ``ext_width``,
+        ``ext_elongation`` and ``ext_snr`` added.
     """
     out = measure_candidates(candidates, sci, diff, fwhm, cfg, saturate=saturate, seed=seed)
     return out[out["extended"]].drop(columns=["extended", "trailed", "compact"]).reset_index(drop=True)

@@ -235,6 +235,11 @@ def test_a_trailed_asteroid_is_dropped_and_a_comet_with_a_tail_kept():
     assert m["trailed"].tolist() == [True, False] and m["extended"].tolist() == [False, True]
     assert m.loc[0, "ext_width"] < 1.1 and m.loc[0, "ext_elongation"] > 3
     assert m.loc[1, "ext_width"] > 1.5  # the coma makes the comet wider than a star across its tail
+    # the trail window's S/N is reported, and a trail measured under trail_min_snr is not judged
+    assert (m["ext_snr"] >= CFG["trail_min_snr"]).all()
+    faint = vet.measure_candidates(cands, sci, diff, FWHM, {**CFG, "trail_min_snr": m.loc[0, "ext_snr"] + 1},
+                                   saturate=6e4, seed=1)
+    assert not faint["trailed"].any() and faint["extended"].all()
     kept = vet.measure_candidates(cands, sci, diff, FWHM, {**CFG, "trail_max_width": 0}, saturate=6e4, seed=1)
     assert kept["extended"].tolist() == [True, True] and not kept["trailed"].any()
 
