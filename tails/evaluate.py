@@ -11,7 +11,9 @@ Definitions
 * A **comet is recalled** at a threshold ``t`` when a detection with ``p > t`` lies within
   ``evaluate.match_radius_pix`` of its nucleus (ZTF.md: the nucleus is the position Tails reports).
 * A **false positive** is a detection with ``p > t`` that is not within that radius of any comet's
-  nucleus.  False positives are counted per frame (= per ccd-quadrant) and per tile.
+  nucleus.  False positives are counted per frame (= per ccd-quadrant) and per tile, and by what
+  the simulator put where they lie (:func:`tails.truth.sources_at`: an asteroid, a variable star, a
+  bright star's residuals, ...; ``false_positives_by_source``).
 * The **offset** of a recalled comet is the distance from its nucleus to the nearest such
   detection; the report gives its RMSE and median in pixels.
 * **Recall at equal false positives** compares models each at its own threshold: for each of
@@ -68,6 +70,7 @@ import numpy as np
 import pandas as pd
 
 from .intervals import CONFIDENCE, binomial_interval, bootstrap_rmse_interval, poisson_interval, verdict
+from .truth import sources_at
 
 __all__ = [
     "EvaluationError",
@@ -76,6 +79,7 @@ __all__ = [
     "COMA_BINS",
     "SEEING_BINS",
     "by_seeing",
+    "false_positives_by_source",
     "lifted_counts",
     "SNR_BINS",
     "DETECTABLE_SNR",
@@ -199,11 +203,11 @@ REPORT_FILES = (
 )
 
 #: Columns of ``candidates.csv``: the frame, its seed, the candidate as
-#: :attr:`tails.detect.FrameResult.candidates` has it, and its match with the truth, as in
-#: ``detections.csv``.
+#: :attr:`tails.detect.FrameResult.candidates` has it, and its match with the truth and what lies
+#: there (:func:`tails.truth.sources_at`), as in ``detections.csv``.
 CANDIDATE_COLUMNS = (
     "frame", "seed", "p_tile", "p_model", "p", "x", "y", "ext_sigma", "ext_fraction", "ext_width",
-    "ext_elongation", "ext_snr", "trailed", "extended", "compact", "true", "nearest_comet_pix",
+    "ext_elongation", "ext_snr", "trailed", "extended", "compact", "true", "nearest_comet_pix", "source",
 )
 
 #: Thresholds of the sampled curves in metrics.json: a 0.01 grid plus the high end, where a trained
@@ -577,6 +581,29 @@ def by_seeing(comets: pd.DataFrame, detections: pd.DataFrame, threshold: float) 
     return out
 
 
+def false_positives_by_source(detections: pd.DataFrame, threshold: float) -> dict[str, int]:
+    """The false positives at a threshold, counted by what the simulator put where they lie.
+
+    Parameters
+    ----------
+    detections : DataFrame
+        ``p``, ``true`` and ``source`` (:func:`tails.truth.sources_at`) of every detection.
+    threshold : float
+        The score threshold.
+
+    Returns
+    -------
+    dict
+        ``label -> count``, the commonest first; empty if the table has no ``source`` (reports
+        made before it was recorded).
+    """
+    if "source" not in detections:
+        return {}
+    false = (detections["p"].to_numpy(float) > threshold) & ~detections["true"].to_numpy(bool)
+    counts = detections.loc[false, "source"].astype(str).value_counts()
+    return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
 def judge_targets(recall: Mapping[str, Any], false_positives: Mapping[str, Any],
                   localisation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Each of :data:`TARGETS` beside the measured figure, its interval and a verdict.
@@ -941,6 +968,7 @@ def compute_metrics(
         "false_positives": false_positives,
         "recall_at_fp_per_frame": recall_at_false_positives(best_p, det_p, det_true, n_frames, magnitudes=mag),
         "by_seeing": by_seeing(comets, detections, thr),
+        "false_positives_by_source": false_positives_by_source(detections, thr),
         "ideal": ideal,
         "localisation": localisation,
         "targets": judge_targets(by_targets, false_positives, localisation),
@@ -1249,6 +1277,7 @@ def _evaluate_frame(
                 "y": det_xy[:, 1],
                 "true": m.detection_true,
                 "nearest_comet_pix": m.detection_distance,
+                "source": sources_at(det_xy[:, 0], det_xy[:, 1], truth, radius, pixscale),
                 "seeing": float(header.get("SEEING", np.nan)),
             }
         )
@@ -1257,10 +1286,11 @@ def _evaluate_frame(
     cands = result.candidates
     if len(cands):
         mc = match_detections(cands[["x", "y"]].to_numpy(float), cands["p"].to_numpy(float), nuclei, radius)
-        table = cands.reindex(columns=list(CANDIDATE_COLUMNS[2:-2]))
+        table = cands.reindex(columns=list(CANDIDATE_COLUMNS[2:-3]))
         table.insert(0, "frame", name)
         table.insert(1, "seed", seed)
         table["true"], table["nearest_comet_pix"] = mc.detection_true, mc.detection_distance
+        table["source"] = sources_at(table["x"], table["y"], truth, radius, pixscale)
         acc.candidates.append(table)
 
     tiles = _frame_tile_scores(result)
@@ -1698,6 +1728,12 @@ def markdown_report(metrics: dict[str, Any]) -> str:
             lines.append(f"| {label} | {b['frames']} | {b['false_positives']} | {num(b['per_frame'], '.3f')} | "
                          f"{_range(b['per_frame_interval'], lambda v: f'{v:.3f}')} | {b['comets_r_lt_19']} | "
                          f"{pct(b['recall_r_lt_19'])} | {pct_range(b['interval'])} |")
+        lines.append("")
+    sources = metrics.get("false_positives_by_source") or {}
+    if sources:
+        lines += ["| what the simulator put where a false positive lies (`tails.truth`) | false positives |",
+                  "|---|---|"]
+        lines += [f"| {label} | {n} |" for label, n in sources.items()]
         lines.append("")
     at_fp = metrics.get("recall_at_fp_per_frame") or {}
     ideal = metrics.get("ideal") or {}

@@ -751,9 +751,12 @@ def simulate_frame(
         cut = int(nx * cond.ref_coverage)
         if rng.random() < 0.5:
             ref[:, cut:] = 0.0
+            edge = cut
         else:
             ref[:, : nx - cut] = 0.0
-        rows.append(_truth_row("ref_edge", cut, ny / 2, coverage=float(cond.ref_coverage)))
+            edge = nx - cut
+        # the edge's column on the reference's grid, tens of px off the science grid
+        rows.append(_truth_row("ref_edge", edge, ny / 2, coverage=float(cond.ref_coverage)))
         # where the reference is missing, IPAC's difference is empty
         ex, ey = np.meshgrid(np.arange(0, nx, 4.0), np.arange(0, ny, 4.0))
         rxx, _ = to_ref(ex, ey)

@@ -466,6 +466,9 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
     assert candidates.columns.tolist() == list(CANDIDATE_COLUMNS)
     assert candidates["p_tile"].notna().all() and len(candidates) >= len(detections)
     assert on_disk["counts"]["detections_lifted"] >= 0 and "compact coma" in (out / "summary.md").read_text()
+    # each detection says what the simulator put where it lies: the true ones lie on a comet
+    assert (detections.loc[detections["true"], "source"] == "comet").all()
+    assert sum(on_disk["false_positives_by_source"].values()) == on_disk["false_positives"]["total"]
     kept = candidates[candidates["extended"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept[["p", "x", "y", "true"]], detections[["p", "x", "y", "true"]])
     # no working files are left beside the report
@@ -503,7 +506,8 @@ def _write_fake_report(folder, seeds, frames, false_positives, threshold=0.5):
         "best_p": np.tile([0.9, -np.inf], frames), "offset_pix": np.tile([1.0, np.nan], frames)})
     detections = pd.DataFrame({"frame": names[:1] * (frames + false_positives), "seed": seeds[0],
                                "p": 0.9, "x": 100.0, "y": 100.0,
-                               "true": [True] * frames + [False] * false_positives, "nearest_comet_pix": 1.0})
+                               "true": [True] * frames + [False] * false_positives, "nearest_comet_pix": 1.0,
+                               "source": ["comet"] * frames + ["asteroid"] * false_positives})
     candidates = detections.assign(p_tile=0.9, p_model=0.9, ext_sigma=3.0, ext_fraction=0.3, ext_width=1.5,
                                    ext_elongation=1.1, ext_snr=30.0, trailed=False, extended=True,
                                    compact=False)[list(CANDIDATE_COLUMNS)]
@@ -542,7 +546,8 @@ def test_pooled_reports_give_the_figures_of_one_evaluation_of_all_their_frames(t
             "frames_requested", "frames_failed", "tiles_skipped", "tiles_partial_coma", "detections_lifted",
             "true_detections_lifted")} == whole[key]
     assert pooled["counts"]["detections_lifted"] == 0  # the fake candidates' p_model is their p
-    assert pooled["false_positives"]["total"] == 3
+    assert pooled["false_positives"]["total"] == 3 and pooled["false_positives_by_source"] == {"asteroid": 3}
+    assert "| asteroid | 3 |" in (out / "summary.md").read_text()
     assert pooled["false_positives"]["per_frame_interval"] == pytest.approx(poisson_interval(3, 100))
     assert "seeds 900100 to 900139, 900140 to 900199" in (out / "summary.md").read_text()
 
