@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from .intervals import CONFIDENCE, binomial_interval, bootstrap_rmse_interval, poisson_interval, verdict
-from .truth import sources_at
+from .truth import in_footprint, sources_at
 
 __all__ = [
     "EvaluationError",
@@ -443,9 +443,12 @@ def in_reference(diff: np.ndarray, x: np.ndarray, y: np.ndarray, half: int = 2) 
     """Whether the difference image holds data around each nucleus.
 
     Where the reference does not reach, IPAC's difference image is empty, and so is the
-    simulator's (``tails.simulate``, the reference footprint): no detector that works on the
-    difference can find a comet there.  A nucleus counts as in the reference when some pixel of
-    the ``(2 half + 1)``-px square around it is finite and not zero.
+    simulator's where it cuts the reference's footprint (``tails.simulate``, ``ref_coverage``): no
+    detector that works on the difference can find a comet there.  (The strips along the frame's
+    edges that the reference's offset grid leaves uncovered keep their difference in the
+    simulator, and count as in the reference; :func:`tails.truth.in_footprint` finds them.)  A
+    nucleus counts as in the reference when some pixel of the ``(2 half + 1)``-px square around
+    it is finite and not zero.
 
     Returns
     -------
@@ -1232,6 +1235,12 @@ def _evaluate_frame(
     acc.seconds["detect"] += time.perf_counter() - t0
 
     truth = sim.truth
+
+    def source(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """What the simulator put at each place (tails.truth), and whether the reference reaches it."""
+        covered = in_footprint(x, y, sim.wcs_sci, sim.wcs_ref, sim.ref.shape)
+        return sources_at(x, y, truth, ecfg["match_radius_pix"], pixscale, covered=covered)
+
     kind = truth["kind"].astype(str) if "kind" in truth else pd.Series(["comet"] * len(truth), index=truth.index)
     comets = truth[kind == "comet"].reset_index(drop=True)
     if "mag" in truth:
@@ -1277,7 +1286,7 @@ def _evaluate_frame(
                 "y": det_xy[:, 1],
                 "true": m.detection_true,
                 "nearest_comet_pix": m.detection_distance,
-                "source": sources_at(det_xy[:, 0], det_xy[:, 1], truth, radius, pixscale),
+                "source": source(det_xy[:, 0], det_xy[:, 1]),
                 "seeing": float(header.get("SEEING", np.nan)),
             }
         )
@@ -1290,7 +1299,7 @@ def _evaluate_frame(
         table.insert(0, "frame", name)
         table.insert(1, "seed", seed)
         table["true"], table["nearest_comet_pix"] = mc.detection_true, mc.detection_distance
-        table["source"] = sources_at(table["x"], table["y"], truth, radius, pixscale)
+        table["source"] = source(table["x"].to_numpy(float), table["y"].to_numpy(float))
         acc.candidates.append(table)
 
     tiles = _frame_tile_scores(result)

@@ -7,7 +7,8 @@ lies there, so that an evaluation can say what its false positives are (:mod:`ta
 asteroids, round or trailed, variable stars, supernovae, a comet's coma or tail away from its
 nucleus, satellite streaks, bad columns, ghosts, a bright star's residuals, galaxy cores,
 nebulosity, the reference's edge, cosmic rays, or nothing that the simulator records (noise, or
-one of the many stars and cosmic rays it does not list).
+one of the many stars and cosmic rays it does not list), and whether that place lies outside the
+reference (:func:`in_footprint`).
 
 Each kind of source reaches as far as the simulator draws it (the ``reach`` of
 :data:`SOURCE_KINDS`), plus the match radius ``radius`` for the kinds that are points or lines.
@@ -15,7 +16,7 @@ Where several reach a place, the first of :data:`SOURCE_KINDS` names it: the com
 sources before the extended, static ones.  The reaches are estimates, read off the simulator's
 code, not fits.
 
-Nothing here reads files: the functions take the truth table.
+Nothing here reads files: the functions take the truth table and the WCSs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pandas as pd
 
 __all__ = [
     "TRAILED_PIX", "BRIGHT_STAR_REACH_PIX", "BRIGHT_STAR_SPIKE_PIX", "REF_EDGE_REACH_PIX", "SOURCE_KINDS", "NOTHING",
-    "sources_at",
+    "OUTSIDE_REFERENCE", "in_footprint", "sources_at",
 ]
 
 #: An asteroid trailed by this many px or more is "trailed": shorter trails are about as round as
@@ -48,6 +49,9 @@ REF_EDGE_REACH_PIX = 60.0
 
 #: The label of a position that no recorded source reaches.
 NOTHING = "nothing recorded"
+
+#: The label of such a position where the reference does not reach (:func:`in_footprint`).
+OUTSIDE_REFERENCE = "outside the reference"
 
 
 def _column(truth: pd.DataFrame, name: str, default: float = 0.0) -> np.ndarray:
@@ -146,7 +150,37 @@ SOURCE_KINDS: tuple[tuple[str, str, Callable], ...] = (
 )
 
 
-def sources_at(x, y, truth: pd.DataFrame, radius: float, pixscale: float = 1.01) -> np.ndarray:
+def in_footprint(x, y, wcs_sci, wcs_ref, shape: tuple[int, int]) -> np.ndarray:
+    """Whether the reference image covers each science pixel.
+
+    The reference lies on its own grid, offset by tens of pixels and slightly rotated
+    (``tails.simulate``), so strips along the science frame's edges have no reference.
+
+    Parameters
+    ----------
+    x, y : array_like
+        0-based science pixels.
+    wcs_sci, wcs_ref : astropy.wcs.WCS
+        The science and reference images' WCSs.
+    shape : (ny, nx)
+        The reference image's shape.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    y = np.atleast_1d(np.asarray(y, float))
+    if not x.size:
+        return np.zeros(0, bool)
+    ra, dec = wcs_sci.wcs_pix2world(x, y, 0)
+    rx, ry = wcs_ref.wcs_world2pix(ra, dec, 0)
+    ny, nx = shape
+    return (rx >= -0.5) & (rx < nx - 0.5) & (ry >= -0.5) & (ry < ny - 0.5)
+
+
+def sources_at(x, y, truth: pd.DataFrame, radius: float, pixscale: float = 1.01,
+               covered: np.ndarray | None = None) -> np.ndarray:
     """Name the simulated source at each position.
 
     Parameters
@@ -161,24 +195,27 @@ def sources_at(x, y, truth: pd.DataFrame, radius: float, pixscale: float = 1.01)
         The match radius, px: how near a point source or a line a position must be to lie on it.
     pixscale : float
         Arcsec per pixel, for the comets' comae and tails (ZTF.md: 1.01"/px).
+    covered : array_like of bool, optional
+        Whether the reference covers each position (:func:`in_footprint`).
 
     Returns
     -------
     numpy.ndarray of str
-        A label of :data:`SOURCE_KINDS` for each position, or :data:`NOTHING`.
+        A label of :data:`SOURCE_KINDS` for each position; else :data:`OUTSIDE_REFERENCE` where
+        ``covered`` is False, and :data:`NOTHING`.
     """
     x = np.atleast_1d(np.asarray(x, float))
     y = np.atleast_1d(np.asarray(y, float))
     labels = np.full(x.shape, NOTHING, dtype=object)
-    if not len(truth) or "kind" not in truth:
-        return labels
-    kinds = truth["kind"].astype(str)
+    kinds = truth["kind"].astype(str) if len(truth) and "kind" in truth else pd.Series([], dtype=str)
     for label, kind, reach in SOURCE_KINDS:
         open_ = labels == NOTHING
         if not open_.any():
             break
-        rows = truth[kinds == kind]
+        rows = truth[kinds == kind] if len(kinds) else truth.iloc[:0]
         if len(rows):
             hit = reach(x[open_], y[open_], rows.reset_index(drop=True), float(radius), float(pixscale)).any(axis=1)
             labels[np.flatnonzero(open_)[hit]] = label
+    if covered is not None:
+        labels[(labels == NOTHING) & ~np.atleast_1d(np.asarray(covered, bool))] = OUTSIDE_REFERENCE
     return labels

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tails.truth import NOTHING, SOURCE_KINDS, TRAILED_PIX, sources_at
+from tails.truth import NOTHING, OUTSIDE_REFERENCE, SOURCE_KINDS, TRAILED_PIX, in_footprint, sources_at
 
 
 def _truth(*rows):
@@ -69,3 +69,17 @@ def test_a_simulated_frames_sources_are_named_at_their_own_places():
         rows = truth[truth["kind"] == kind]
         assert (sources_at(rows["x"], rows["y"], truth, 10.0) == label).all()
     assert (truth["kind"] == "comet").sum() == 3
+
+
+def test_the_strip_the_reference_does_not_reach_is_outside_it():
+    simulate = pytest.importorskip("tails.simulate")
+    w_sci = simulate.make_wcs(150.0, 30.0, (512, 512))
+    w_ref = simulate.make_wcs(150.0, 30.0, (512, 512), shift=(40.0, 0.0))  # its grid 40 px along x
+    x, y = [10.0, 256.0, 501.0], [256.0] * 3
+    covered = in_footprint(x, y, w_sci, w_ref, (512, 512))
+    assert covered[1] and covered.tolist().count(False) == 1  # one edge's strip, not the other
+    labels = sources_at(x, y, pd.DataFrame(), 10.0, covered=covered)
+    assert labels[1] == NOTHING and labels[~covered].tolist() == [OUTSIDE_REFERENCE]
+    # a recorded source there is named as such
+    truth = _truth(("asteroid", x[int(np.argmin(covered))], 256.0, {"trail_pix": 0.5}))
+    assert sources_at(x, y, truth, 10.0, covered=covered)[~covered].tolist() == ["asteroid"]
