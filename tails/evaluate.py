@@ -597,13 +597,13 @@ def false_positives_by_source(detections: pd.DataFrame, threshold: float) -> dic
     Returns
     -------
     dict
-        ``label -> count``, the commonest first; empty if the table has no ``source`` (reports
-        made before it was recorded).
+        ``label -> count``, the commonest first; empty if the table has no ``source``, and
+        without the rows that have none (reports made before it was recorded, pooled).
     """
     if "source" not in detections:
         return {}
     false = (detections["p"].to_numpy(float) > threshold) & ~detections["true"].to_numpy(bool)
-    counts = detections.loc[false, "source"].astype(str).value_counts()
+    counts = detections.loc[false, "source"].dropna().astype(str).value_counts()
     return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 

@@ -27,6 +27,7 @@ from tails.evaluate import (
     ideal_recall,
     judge_targets,
     count_false_positives,
+    false_positives_by_source,
     lifted_counts,
     evaluate,
     in_reference,
@@ -350,6 +351,16 @@ def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
     assert "| >2.8 | 1 | 1 | 1.000 | 0.025-5.572 | 2 | 50.0 % | 1.3-98.7 % |" in text
     # a report made before the seeing was recorded has no breakdown
     assert compute_metrics(comets.drop(columns="seeing"), detections, tiles, 2, 0.5)["by_seeing"] == {}
+
+
+def test_false_positives_are_counted_by_what_lies_there():
+    detections = pd.DataFrame({"p": [0.9, 0.8, 0.95, 0.7, 0.4, 0.99], "true": [True, False, False, False, False, False],
+                               "source": ["comet", "asteroid", "asteroid", "bright star", "asteroid", None]})
+    # over 0.5: two asteroids and a bright star; the one under it and the row of a report made
+    # before sources were recorded (pooled) are not counted
+    assert false_positives_by_source(detections, 0.5) == {"asteroid": 2, "bright star": 1}
+    assert list(false_positives_by_source(detections, 0.5)) == ["asteroid", "bright star"]  # commonest first
+    assert false_positives_by_source(detections.drop(columns="source"), 0.5) == {}
 
 
 def test_targets_are_judged_by_their_intervals_not_their_values():
