@@ -207,13 +207,11 @@ def sources_at(x, y, truth: pd.DataFrame, radius: float, pixscale: float = 1.01,
     x = np.atleast_1d(np.asarray(x, float))
     y = np.atleast_1d(np.asarray(y, float))
     labels = np.full(x.shape, NOTHING, dtype=object)
-    kinds = truth["kind"].astype(str) if len(truth) and "kind" in truth else pd.Series([], dtype=str)
+    kinds = truth["kind"].astype(str) if "kind" in truth else pd.Series("", index=truth.index)
     for label, kind, reach in SOURCE_KINDS:
         open_ = labels == NOTHING
-        if not open_.any():
-            break
-        rows = truth[kinds == kind] if len(kinds) else truth.iloc[:0]
-        if len(rows):
+        rows = truth[kinds == kind]
+        if open_.any() and len(rows):
             hit = reach(x[open_], y[open_], rows.reset_index(drop=True), float(radius), float(pixscale)).any(axis=1)
             labels[np.flatnonzero(open_)[hit]] = label
     if covered is not None:
