@@ -70,7 +70,7 @@ def _to_segments(x, y, x0, y0, ux, uy, start, stop):
     return np.hypot(dx - t * ux[None], dy - t * uy[None])
 
 
-def _comet_nucleus(x, y, t, radius, pixscale):
+def _point(x, y, t, radius, pixscale):
     return _to_points(x, y, t) <= radius
 
 
@@ -91,10 +91,6 @@ def _asteroid(trailed: bool):
         near = _to_points(x, y, t) <= radius + trail[None] / 2
         return near & ((trail >= TRAILED_PIX) if trailed else (trail < TRAILED_PIX))[None]
     return reach
-
-
-def _point(x, y, t, radius, pixscale):
-    return _to_points(x, y, t) <= radius
 
 
 def _streak(x, y, t, radius, pixscale):
@@ -133,7 +129,7 @@ def _ref_edge(x, y, t, radius, pixscale):
 #: y, rows, radius, pixscale)`` says, for N positions and the M rows of that kind, which rows
 #: reach which positions (N, M).
 SOURCE_KINDS: tuple[tuple[str, str, Callable], ...] = (
-    ("comet", "comet", _comet_nucleus),
+    ("comet", "comet", _point),  # its nucleus
     ("comet's coma or tail", "comet", _comet_coma_or_tail),
     ("asteroid, trailed", "asteroid", _asteroid(trailed=True)),
     ("asteroid", "asteroid", _asteroid(trailed=False)),

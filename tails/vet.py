@@ -656,9 +656,8 @@ def lowest_compact_score(threshold: float, odds: float) -> float:
 def unvetted(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates as vetting leaves those it cannot measure: NaN measures, every one kept."""
     return candidates.reset_index(drop=True).assign(
-        ext_sigma=np.nan, ext_fraction=np.nan, ext_width=np.nan, ext_elongation=np.nan, ext_snr=np.nan, trailed=False,
-        extended=True,
-        compact=False,
+        ext_sigma=np.nan, ext_fraction=np.nan, ext_width=np.nan, ext_elongation=np.nan, ext_snr=np.nan,
+        trailed=False, extended=True, compact=False,
     )
 
 
