@@ -443,12 +443,12 @@ def in_reference(diff: np.ndarray, x: np.ndarray, y: np.ndarray, half: int = 2) 
     """Whether the difference image holds data around each nucleus.
 
     Where the reference does not reach, IPAC's difference image is empty, and so is the
-    simulator's where it cuts the reference's footprint (``tails.simulate``, ``ref_coverage``): no
-    detector that works on the difference can find a comet there.  (The strips along the frame's
-    edges that the reference's offset grid leaves uncovered keep their difference in the
-    simulator, and count as in the reference; :func:`tails.truth.in_footprint` finds them.)  A
-    nucleus counts as in the reference when some pixel of the ``(2 half + 1)``-px square around
-    it is finite and not zero.
+    simulator's (:func:`tails.simulate.reference_holes`): beyond the edge of the reference's
+    footprint where it is cut (``ref_coverage``), and, in frames simulated since 2026-12-07, in
+    the strips along the frame's edges that the reference's offset grid leaves uncovered
+    (:func:`tails.truth.in_footprint`).  No detector that works on the difference can find a
+    comet there.  A nucleus counts as in the reference when some pixel of the
+    ``(2 half + 1)``-px square around it is finite and not zero.
 
     Returns
     -------

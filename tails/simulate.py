@@ -468,6 +468,33 @@ def _truth_row(kind: str, x: float, y: float, **kw: Any) -> dict:
     return {"kind": kind, "x": float(x), "y": float(y), **kw}
 
 
+def reference_holes(to_ref, ref: np.ndarray, step: int = 4) -> np.ndarray:
+    """Science pixels the reference does not reach.
+
+    Parameters
+    ----------
+    to_ref : callable
+        Maps science pixels ``(x, y)`` to the reference's pixels (0-based).
+    ref : numpy.ndarray
+        The reference image on its own grid, zero where its footprint is cut.
+    step : int
+        The mask is found on a grid of ``step``-px blocks, each judged at its centre.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        On the science grid (the reference's shape): True off the reference's grid, or where it
+        is zero.
+    """
+    ny, nx = ref.shape
+    ex, ey = np.meshgrid(np.arange(0, nx, step) + (step - 1) / 2, np.arange(0, ny, step) + (step - 1) / 2)
+    rx, ry = to_ref(ex, ey)
+    ix, iy = np.floor(rx + 0.5).astype(int), np.floor(ry + 0.5).astype(int)
+    off = (ix < 0) | (ix >= nx) | (iy < 0) | (iy >= ny)
+    holes = off | (ref[np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)] == 0)
+    return np.kron(holes, np.ones((step, step), bool))[:ny, :nx]
+
+
 def simulate_frame(
     name: str,
     seed: int = 0,
@@ -757,14 +784,9 @@ def simulate_frame(
             edge = nx - cut
         # the edge's column on the reference's grid, tens of px off the science grid
         rows.append(_truth_row("ref_edge", edge, ny / 2, coverage=float(cond.ref_coverage)))
-        # where the reference is missing, IPAC's difference is empty
-        ex, ey = np.meshgrid(np.arange(0, nx, 4.0), np.arange(0, ny, 4.0))
-        rxx, _ = to_ref(ex, ey)
-        holes = (rxx < 0) | (rxx >= nx) | (ref[np.clip(ey.astype(int), 0, ny - 1), np.clip(rxx.astype(int), 0, nx - 1)] == 0)
-        from scipy.ndimage import zoom
-
-        hole_full = zoom(holes.astype(np.uint8), 4, order=0)[:ny, :nx].astype(bool)
-        diff[hole_full] = 0.0
+    # where the reference is missing, IPAC's difference is empty: beyond its footprint's edge, and
+    # in the strips along the frame's edges that its offset, rotated grid leaves uncovered
+    diff[reference_holes(to_ref, ref)] = 0.0
 
     # expected signal-to-noise of each comet's core in the difference image: the nucleus and the
     # coma within one FWHM (a 1/rho coma holds a fraction r/R of its flux within r), about half of

@@ -63,6 +63,24 @@ def test_products_and_headers(frame):
     assert np.hypot(x_ref - 100, y_ref - 100) > 5
 
 
+def test_the_difference_is_empty_where_the_reference_does_not_reach(frame):
+    """As IPAC's: in the strips its offset grid leaves (DARK's default shift, 25 and -18 px)."""
+    from scipy.ndimage import binary_erosion
+
+    from tails.truth import in_footprint
+
+    ny, nx = SMALL
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    covered = in_footprint(xx.ravel(), yy.ravel(), frame.wcs_sci, frame.wcs_ref, SMALL).reshape(SMALL)
+    # a column strip and a row strip, each some tens of px wide
+    assert 15 < (~covered).all(axis=0).sum() < nx / 2 and 10 < (~covered).all(axis=1).sum() < ny / 2
+    # the mask is judged on 4-px blocks: leave a block's slack at the boundary
+    inside = binary_erosion(covered, np.ones((9, 9)), border_value=1)
+    outside = binary_erosion(~covered, np.ones((9, 9)), border_value=1)
+    assert (frame.diff[outside] == 0).all()
+    assert (frame.diff[inside] != 0).mean() > 0.999
+
+
 def test_reproducible_from_name_and_seed():
     a = simulate_frame(NAME, seed=3, n_comets=1, shape=SMALL)
     b = simulate_frame(NAME, seed=3, n_comets=1, shape=SMALL)
