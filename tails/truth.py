@@ -8,7 +8,8 @@ asteroids, round or trailed, variable stars, supernovae, a comet's coma or tail 
 nucleus, satellite streaks, bad columns, ghosts, a bright star's residuals, galaxy cores,
 nebulosity, the reference's edge, cosmic rays, or nothing that the simulator records (noise, or
 one of the many stars and cosmic rays it does not list), and whether that place lies outside the
-reference (:func:`in_footprint`).
+reference (:func:`in_footprint`).  :func:`in_reference` says whether the difference image holds
+data about a place at all, which it does not where the reference is missing.
 
 Each kind of source reaches as far as the simulator draws it (the ``reach`` of
 :data:`SOURCE_KINDS`), plus the match radius ``radius`` for the kinds that are points or lines.
@@ -16,7 +17,7 @@ Where several reach a place, the first of :data:`SOURCE_KINDS` names it: the com
 sources before the extended, static ones.  The reaches are estimates, read off the simulator's
 code, not fits.
 
-Nothing here reads files: the functions take the truth table and the WCSs.
+Nothing here reads files: the functions take the truth table, the WCSs and the images.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 
 __all__ = [
     "TRAILED_PIX", "BRIGHT_STAR_REACH_PIX", "BRIGHT_STAR_SPIKE_PIX", "REF_EDGE_REACH_PIX", "SOURCE_KINDS", "NOTHING",
-    "OUTSIDE_REFERENCE", "in_footprint", "sources_at",
+    "OUTSIDE_REFERENCE", "in_footprint", "in_reference", "sources_at",
 ]
 
 #: An asteroid trailed by this many px or more is "trailed": shorter trails are about as round as
@@ -173,6 +174,30 @@ def in_footprint(x, y, wcs_sci, wcs_ref, shape: tuple[int, int]) -> np.ndarray:
     rx, ry = wcs_ref.wcs_world2pix(ra, dec, 0)
     ny, nx = shape
     return (rx >= -0.5) & (rx < nx - 0.5) & (ry >= -0.5) & (ry < ny - 0.5)
+
+
+def in_reference(diff: np.ndarray, x: np.ndarray, y: np.ndarray, half: int = 2) -> np.ndarray:
+    """Whether the difference image holds data around each nucleus.
+
+    Where the reference does not reach, IPAC's difference image is empty, and so is the
+    simulator's (:func:`tails.simulate.reference_holes`): beyond the edge of the reference's
+    footprint where it is cut (``ref_coverage``), and, in frames simulated since 2026-12-07, in
+    the strips along the frame's edges that the reference's offset grid leaves uncovered
+    (:func:`in_footprint`).  No detector that works on the difference can find a
+    comet there.  A nucleus counts as in the reference when some pixel of the
+    ``(2 half + 1)``-px square around it is finite and not zero.
+
+    Returns
+    -------
+    ndarray of bool, shape (M,)
+    """
+    d = np.asarray(diff)
+    out = []
+    for xi, yi in zip(np.atleast_1d(x), np.atleast_1d(y)):
+        c, r = int(np.floor(float(xi) + 0.5)), int(np.floor(float(yi) + 0.5))
+        box = d[max(r - half, 0) : max(r + half + 1, 0), max(c - half, 0) : max(c + half + 1, 0)]
+        out.append(bool((np.isfinite(box) & (box != 0)).any()))
+    return np.array(out, dtype=bool)
 
 
 def sources_at(x, y, truth: pd.DataFrame, radius: float, pixscale: float = 1.01,

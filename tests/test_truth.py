@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tails.truth import NOTHING, OUTSIDE_REFERENCE, SOURCE_KINDS, TRAILED_PIX, in_footprint, sources_at
+from tails.truth import NOTHING, OUTSIDE_REFERENCE, SOURCE_KINDS, TRAILED_PIX, in_footprint, in_reference, sources_at
 
 
 def _truth(*rows):
@@ -83,3 +83,12 @@ def test_the_strip_the_reference_does_not_reach_is_outside_it():
     # a recorded source there is named as such
     truth = _truth(("asteroid", x[int(np.argmin(covered))], 256.0, {"trail_pix": 0.5}))
     assert sources_at(x, y, truth, 10.0, covered=covered)[~covered].tolist() == ["asteroid"]
+
+
+def test_a_nucleus_where_the_difference_image_is_empty_is_outside_the_reference():
+    diff = np.random.default_rng(0).normal(0, 5, (40, 60)).astype(np.float32)
+    diff[:, 30:] = 0.0  # the reference stops at column 30: IPAC's difference is empty beyond
+    diff[5, 5] = np.nan
+    x, y = np.array([10.0, 31.4, 45.0, 5.0, 59.6]), np.array([20.0, 20.0, 39.6, 5.0, 0.0])
+    # 31.4 still sees column 29 within 2 px; the corner and edge cases stay in the image
+    assert in_reference(diff, x, y).tolist() == [True, True, False, True, False]
