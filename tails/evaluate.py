@@ -96,6 +96,7 @@ _MAG_COLUMNS = ("mag", "mag_total", "mag_r", "magnitude")
 _COMA_ARCSEC_COLUMNS = ("coma_arcsec", "coma_radius_arcsec")
 _COMA_PIX_COLUMNS = ("coma_pix", "coma_radius_pix")
 
+
 # ----------------------------------------------------------------------------- configuration
 def check_evaluate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Check the ``evaluate`` section of a configuration and return it with normalised values.
@@ -176,6 +177,8 @@ def check_evaluate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "score_threshold": float(thr),
         "match_radius_pix": float(radius),
     }
+
+
 # ----------------------------------------------------------------------------- I/O helpers
 def _json_safe(obj: Any) -> Any:
     """Replace NaN and infinities (not JSON) by None, numpy scalars by Python numbers."""
