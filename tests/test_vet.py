@@ -312,6 +312,18 @@ def test_candidates_that_cannot_be_measured_are_kept(field, caplog):
     assert len(vet.vet_candidates(cands.iloc[:0], sci, diff, FWHM, CFG)) == 0
 
 
+def test_the_empty_part_of_a_difference_image_is_not_taken_for_blank_sky():
+    """Where the reference does not reach, the difference is zero: no sky to measure the null on."""
+    rng = np.random.default_rng(1)
+    diff = rng.normal(0, 3, (400, 400)).astype(np.float32)
+    weights = vet._window_weights(2.0, 8)
+    whole = vet.blank_spread(diff, weights, 300, np.random.default_rng(0))
+    diff[:, 160:] = 0.0  # 60 % of the image empty
+    diff[np.abs(diff) < 0.1] = 0.0  # and the sky quantised, as fpack's is: a few exact zeros there too
+    cut = vet.blank_spread(diff, weights, 300, np.random.default_rng(0))
+    assert cut[1] == pytest.approx(whole[1], rel=0.15)
+
+
 def test_vetting_is_the_same_every_time(field):
     sci, diff, asteroid, comet = field
     cands = pd.DataFrame({"x": [asteroid[0], comet[0]], "y": [asteroid[1], comet[1]], "p": [0.9, 0.8]})
