@@ -62,6 +62,7 @@ __all__ = [
     "trail_length",
     "matched_filter_snr",
     "comet_snrs",
+    "reference_holes",
     "random_frame_name",
     "simulate_frame",
     "write_frame",
