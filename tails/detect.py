@@ -40,6 +40,7 @@ __all__ = [
     "candidates_from_predictions",
     "merge_candidates",
     "datestr_from_jd",
+    "seeing_caveat",
     "check_run_options",
     "process_frame",
     "write_csv",
@@ -197,6 +198,39 @@ def merge_candidates(candidates: pd.DataFrame, radius: float) -> pd.DataFrame:
     return candidates.iloc[sorted(kept)].reset_index(drop=True)
 
 
+def seeing_caveat(header: Any) -> str | None:
+    """Why a frame's seeing makes its detections less sure than the model card says, if it does.
+
+    Every bundled model was trained on frames simulated with seeing within
+    :data:`tails.simulate.SEEING_RANGE_ARCSEC`, and its card measures it there.  Beyond that, in
+    the broader PSF an asteroid looks more like a small coma: on simulated frames of 3.6" to 4.5"
+    seeing the detector gave about three times the false positives of the simulator's range,
+    nearly all asteroids (models/tails-20261203/MODEL.md, *In seeing beyond the simulator's*).
+
+    Parameters
+    ----------
+    header : mapping
+        The science image's header (``SEEING``, arcsec).
+
+    Returns
+    -------
+    str or None
+        A sentence to log, or None when the seeing lies within the range or is not given.
+    """
+    from .simulate import SEEING_RANGE_ARCSEC  # here: the simulator's imports are slow
+
+    try:
+        seeing = float(header["SEEING"])
+    except (KeyError, TypeError, ValueError):
+        return None  # vetting says so (tails.detect._vet)
+    low, high = SEEING_RANGE_ARCSEC
+    if not np.isfinite(seeing) or low <= seeing <= high:
+        return None
+    more = "; expect more false positives, mostly asteroids" if seeing > high else ""
+    return (f'seeing {seeing:.2f}" lies outside {low}-{high}", the seeing the model was trained and '
+            f"measured in{more}")
+
+
 def datestr_from_jd(jd: float) -> str:
     """The original's date string, ``"YYYY M D.ddddd"`` (fractional UTC day), from a JD."""
     from astropy.time import Time
@@ -314,6 +348,9 @@ def process_frame(
     client = client if client is not None else IrsaClient.from_config(config)
     troika = Troika(path_base=base_path / "data", name=frame.name, config=config, client=client)
     timings["load"] = time.perf_counter() - t0
+    caveat = seeing_caveat(troika.header_sci)
+    if caveat:
+        log.warning("%s: %s", frame.name, caveat)
 
     t0 = time.perf_counter()
     ref_projected = troika.reproject_ref2sci(how=tcfg["reproject"], nthreads=nthreads)

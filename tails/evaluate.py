@@ -110,7 +110,8 @@ def check_evaluate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``output_dir`` (Path), ``seeds`` (list of int), ``comets_per_frame`` (int),
-        ``score_threshold`` (float), ``match_radius_pix`` (float).
+        ``seeing`` (None or a pair of floats, arcsec), ``score_threshold`` (float),
+        ``match_radius_pix`` (float).
 
     Raises
     ------
@@ -123,7 +124,7 @@ def check_evaluate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     section = config.get("evaluate") if isinstance(config, Mapping) else None
     if not isinstance(section, Mapping):
         raise ConfigError("config key 'evaluate' is missing or not a mapping: see config.defaults.yaml")
-    for key in ("output_dir", "seeds", "comets_per_frame", "score_threshold", "match_radius_pix"):
+    for key in ("output_dir", "seeds", "comets_per_frame", "seeing", "score_threshold", "match_radius_pix"):
         if key not in section:
             raise ConfigError(f"config key 'evaluate.{key}' is missing: add it (see config.defaults.yaml)")
 
@@ -150,6 +151,18 @@ def check_evaluate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"config key 'evaluate.comets_per_frame' must be a positive integer, got {n!r}")
 
+    seeing = section["seeing"]
+    if seeing is not None and not (
+        isinstance(seeing, (list, tuple))
+        and len(seeing) == 2
+        and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in seeing)
+        and 0 < seeing[0] < seeing[1]
+    ):
+        raise ConfigError(
+            f"config key 'evaluate.seeing' must be null (the simulator's seeing) or [low, high], two "
+            f"numbers of arcsec with 0 < low < high, got {seeing!r}"
+        )
+
     thr = section["score_threshold"]
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= float(thr) <= 1.0:
         raise ConfigError(f"config key 'evaluate.score_threshold' must be a number in [0, 1], got {thr!r}")
@@ -174,6 +187,7 @@ def check_evaluate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "output_dir": Path(out).expanduser(),
         "seeds": list(eval_seeds),
         "comets_per_frame": int(n),
+        "seeing": None if seeing is None else [float(s) for s in seeing],
         "score_threshold": float(thr),
         "match_radius_pix": float(radius),
     }
@@ -301,7 +315,7 @@ def _evaluate_frame(
     from .simulate import simulate_frame, write_frame
 
     t0 = time.perf_counter()
-    sim = simulate_frame(name, seed=seed, n_comets=ecfg["comets_per_frame"])
+    sim = simulate_frame(name, seed=seed, n_comets=ecfg["comets_per_frame"], seeing_range=ecfg["seeing"])
     write_frame(sim, mirror)
     header = fits.getheader(sci_url(parse_frame(name), str(mirror), SCI_SUFFIX))
     pixscale = float(header.get("PIXSCALE", 1.01))  # ZTF.md: 1.01"/px
@@ -521,6 +535,7 @@ def evaluate(
             "match_radius_pix": ecfg["match_radius_pix"],
             "seeds": [ecfg["seeds"][0], ecfg["seeds"][-1] + 1],
             "comets_per_frame": ecfg["comets_per_frame"],
+            "seeing": ecfg["seeing"],
             "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "refine",
                                                           "vet", "reproject") if k in config["tails"]},
         },
@@ -541,8 +556,9 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------- pooling reports
-#: What reports must share to be pooled: the same model, judged the same way, by the same detector.
-POOL_KEYS = ("model", "score_threshold", "match_radius_pix", "detector")
+#: What reports must share to be pooled: the same model, judged the same way, by the same detector,
+#: on frames of the same seeing.
+POOL_KEYS = ("model", "score_threshold", "match_radius_pix", "seeing", "detector")
 
 
 def _read_report(folder: Path) -> tuple[dict, dict[str, pd.DataFrame]]:
@@ -608,7 +624,7 @@ def pool_reports(reports: Sequence[str | os.PathLike], output: str | os.PathLike
             if metrics.get(key) != first.get(key):
                 raise ValueError(
                     f"{folder} and {first_folder} differ in {key} ({metrics.get(key)!r} against {first.get(key)!r}): "
-                    "only reports of one model, threshold, match radius and detector can be pooled"
+                    "only reports of one model, threshold, match radius, seeing and detector can be pooled"
                 )
     seen: dict[str, Path] = {}
     for (_, tables), folder in zip(read, folders):

@@ -180,8 +180,11 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     num = _num
     level = f"{100 * metrics.get('confidence', CONFIDENCE):g} %"
     seeds = ", ".join(f"{a} to {b - 1}" for a, b in metrics.get("seed_ranges") or [metrics["seeds"]])
+    seeing = metrics.get("seeing")
+    seeing = "" if seeing is None else f', seeing drawn uniformly in {seeing[0]:g}"-{seeing[1]:g}"'
     lines = [
-        f"Model `{metrics['model']}`, {c['frames']} simulated frames (seeds {seeds}; {c['frames_failed']} failed), "
+        f"Model `{metrics['model']}`, {c['frames']} simulated frames (seeds {seeds}; {c['frames_failed']} failed"
+        f"{seeing}), "
         f"{c['comets']} comets, threshold "
         f"{metrics['score_threshold']:g}, match radius {metrics['match_radius_pix']:g} px. Intervals are "
         f"two-sided {level} confidence intervals (`tails.intervals`).",

@@ -10,6 +10,7 @@ from tails.detect import (
     check_run_options,
     datestr_from_jd,
     merge_candidates,
+    seeing_caveat,
     write_csv,
 )
 
@@ -58,3 +59,13 @@ def test_empty_csv_has_the_header_only(tmp_path):
     write_csv(pd.DataFrame(columns=DETECTION_COLUMNS), p)
     assert p.read_text().strip() == ",".join(DETECTION_COLUMNS)
     assert [f.name for f in p.parent.iterdir()] == ["x.csv"]
+
+
+@pytest.mark.parametrize("seeing, said", [(2.0, None), (3.5, None), (1.2, None), (4.2, "more false positives"),
+                                          (0.9, "outside 1.2-3.5"), ("n/a", None), (float("nan"), None)])
+def test_seeing_beyond_the_trained_range_is_named(seeing, said):
+    note = seeing_caveat({"SEEING": seeing})  # a header, as a mapping (FITS holds no NaN)
+    if said is None:
+        assert note is None
+    else:
+        assert said in note and "outside" in note

@@ -32,6 +32,8 @@ def config(tmp_path):
         ("comets_per_frame", 0, "evaluate.comets_per_frame"),
         ("score_threshold", 1.5, "evaluate.score_threshold"),
         ("match_radius_pix", -1, "evaluate.match_radius_pix"),
+        ("seeing", [4.5, 3.6], "evaluate.seeing"),
+        ("seeing", 4.0, "evaluate.seeing"),
         ("output_dir", "", "evaluate.output_dir"),
     ],
 )
@@ -133,7 +135,7 @@ def test_tails_evaluate_refuses_a_malformed_config_in_one_line(tmp_path, capsys)
 
 
 # ----------------------------------------------------------------------------- pooling reports
-def _write_fake_report(folder, seeds, frames, false_positives, threshold=0.5):
+def _write_fake_report(folder, seeds, frames, false_positives, threshold=0.5, seeing=None):
     """A report as ``tails evaluate`` writes it, of ``frames`` frames with 2 comets each (one
     found, one not) and ``false_positives`` detections near no comet, without simulating."""
     names = [f"ztf_20200101{seed % 1000000:06d}_000600_zr_c01_o_q1" for seed in range(seeds[0], seeds[0] + frames)]
@@ -153,7 +155,7 @@ def _write_fake_report(folder, seeds, frames, false_positives, threshold=0.5):
                           "positive": np.tile([True, False, False], frames), "partial_coma": False})
     metrics = compute_metrics(comets, detections, tiles, frames, threshold, point_sources_per_frame=5.0)
     metrics.update(model="tails-test", checkpoint=None, score_threshold=threshold, match_radius_pix=10,
-                   seeds=list(seeds), comets_per_frame=2, detector={"tile_size": 256})
+                   seeds=list(seeds), comets_per_frame=2, seeing=seeing, detector={"tile_size": 256})
     metrics["counts"].update(frames_requested=frames, frames_failed=0, tiles_skipped=0, tiles_partial_coma=0)
     metrics.update(failed={}, seconds={"simulate": 1.0, "detect": 2.0, "total": 3.0})
     folder.mkdir()
@@ -198,6 +200,12 @@ def test_pooling_refuses_reports_that_cannot_be_pooled(tmp_path):
         pool_reports([a, b], tmp_path / "out")
     with pytest.raises(ValueError, match="both evaluated ztf_"):
         pool_reports([a, c], tmp_path / "out")
+    wide = _write_fake_report(tmp_path / "wide", (900200, 900210), 10, false_positives=0, seeing=[3.6, 4.5])
+    with pytest.raises(ValueError, match="differ in seeing"):
+        pool_reports([a, wide], tmp_path / "out")
+    wider = _write_fake_report(tmp_path / "wider", (900210, 900220), 10, false_positives=0, seeing=[3.6, 4.5])
+    assert pool_reports([wide, wider], tmp_path / "pooled_wide")["seeing"] == [3.6, 4.5]
+    assert 'seeing drawn uniformly in 3.6"-4.5"' in (tmp_path / "pooled_wide" / "summary.md").read_text()
     with pytest.raises(ValueError, match="two reports or more"):
         pool_reports([a], tmp_path / "out")
     with pytest.raises(ValueError, match="cannot replace one of its reports"):

@@ -9,6 +9,7 @@ from astropy.wcs import WCS
 from tails.frames import parse_frame
 from tails.simulate import (
     NEA_FRACTION,
+    SEEING_RANGE_ARCSEC,
     Conditions,
     GAIN,
     asteroid_rates,
@@ -17,6 +18,7 @@ from tails.simulate import (
     comet_stamp,
     moffat_kernel,
     matched_filter_snr,
+    random_conditions,
     random_frame_name,
     simulate_command,
     simulate_frame,
@@ -88,6 +90,22 @@ def test_reproducible_from_name_and_seed():
     np.testing.assert_array_equal(a.sci, b.sci)
     assert a.truth.equals(b.truth)
     assert not np.array_equal(a.sci, c.sci)
+
+
+def test_seeing_stays_in_its_range_unless_another_is_asked_for_and_nothing_else_moves():
+    drawn = [random_conditions(np.random.default_rng(s)) for s in range(300)]
+    seeing = np.array([c.seeing for c in drawn])
+    assert SEEING_RANGE_ARCSEC[0] <= seeing.min() and seeing.max() <= SEEING_RANGE_ARCSEC[1]
+    assert 1.9 < np.median(seeing) < 2.1  # ZTF.md: median 2.0"
+    wide = [random_conditions(np.random.default_rng(s), seeing_range=(3.6, 4.5)) for s in range(300)]
+    assert all(3.6 <= c.seeing <= 4.5 for c in wide)
+    # the seeing takes one draw either way, so the sky, the grids and the rest are the frame's own
+    for a, b in zip(drawn[:20], wide[:20]):
+        assert (a.sky_mag, a.star_density, a.ref_shift, a.ellipticity) == (b.sky_mag, b.star_density, b.ref_shift,
+                                                                           b.ellipticity)
+    frame = simulate_frame(NAME, seed=3, shape=SMALL, seeing_range=(3.6, 4.5))
+    assert 3.6 <= frame.conditions.seeing <= 4.5 and float(frame.header_sci["SEEING"]) == pytest.approx(
+        frame.conditions.seeing, abs=0.01)
 
 
 def test_comet_is_in_sci_and_diff_not_in_the_reference_and_truth_is_its_peak(empty_sky):
