@@ -203,9 +203,10 @@ def seeing_caveat(header: Any) -> str | None:
 
     Every bundled model was trained on frames simulated with seeing within
     :data:`tails.simulate.SEEING_RANGE_ARCSEC`, and its card measures it there.  Beyond that, in
-    the broader PSF an asteroid looks more like a small coma: on simulated frames of 3.6" to 4.5"
-    seeing the detector gave about three times the false positives of the simulator's range,
-    nearly all asteroids (models/tails-20261203/MODEL.md, *In seeing beyond the simulator's*).
+    the broader PSF an asteroid looks more like a small coma: on 80 simulated frames of 3.6" to
+    4.5" seeing the detector gave 0.39 false positives per ccd-quadrant, five times as many as in
+    the simulator's range, two thirds of them asteroids; under 1.2" it found fewer of the extended
+    comets (models/tails-20261203/MODEL.md, *In seeing beyond the simulator's*).
 
     Parameters
     ----------
