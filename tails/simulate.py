@@ -181,8 +181,8 @@ def random_conditions(rng: np.random.Generator, filt: str = "zr",
 
     The seeing is log-normal about ZTF's median of 2.0" and held within
     :data:`SEEING_RANGE_ARCSEC`, or uniform within ``seeing_range`` (arcsec) when given: to
-    measure a detector in seeing it was not trained in.  Either takes one draw, so the other
-    conditions are the same.
+    measure a detector in seeing it was not trained in.  Either takes one draw, so a seed keeps
+    its sky, field and grids; the reference's seeing and the PSF's wings follow the seeing.
     """
     dark = SKY_DARK[filt]
     twilight = rng.random() < 0.5
