@@ -13,8 +13,16 @@ variable star, cosmic ray, streak, ghost, bad column, bright star, nebulosity, f
 before plain sky.  Tiles that hold only part of a comet whose nucleus is in another tile are
 ambiguous and are left out.
 
+A fraction of the frames may be simulated in seeing broader than the simulator's 1.2"-3.5"
+(:attr:`DatasetSpec.broad_seeing`), where asteroids are broad point sources that the detector
+takes for comets more often (models/tails-20261203/MODEL.md, *In seeing beyond the simulator's*).
+Which frames is a property of their seeds alone (:func:`broad_seeing_frames`), so a data set
+grown by more seeds keeps the frames it had.
+
 A data set is a folder of shards, ``shard_{seed:06d}.npz`` with ``x`` (N, 256, 256, 3) float16,
-``y`` (N, 3) float32 and ``meta`` (a JSON string with the truth of each tile), plus ``dataset.json``.
+``y`` (N, 3) float32 and ``meta`` (a JSON string with the truth of each tile), plus ``dataset.json``,
+the :class:`DatasetSpec` its shards were built with.  A folder is only ever grown with the spec it
+was built with: a build with another refuses to mix its shards in.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from .atomic import atomic_path
 
 __all__ = [
     "DatasetSpec",
+    "broad_seeing_frames",
     "label_tiles",
     "frame_to_examples",
     "build_dataset",
@@ -65,6 +74,11 @@ class DatasetSpec:
         seen even in principle: their tiles are left out rather than taught as positives.
     simulate_kwargs : dict
         Passed to :func:`tails.simulate.simulate_frame` (magnitude ranges, conditions, ...).
+    broad_seeing : float
+        The fraction of frames (:func:`broad_seeing_frames`) simulated with their seeing drawn
+        uniformly in ``broad_seeing_range`` instead of the simulator's 1.2"-3.5"; 0 for none.
+    broad_seeing_range : (float, float)
+        That seeing, arcsec: by default the range over 3.5" the bundled model was measured in.
     """
 
     seeds: Sequence[int]
@@ -75,6 +89,27 @@ class DatasetSpec:
     reproject: str = "swarp"
     min_snr: float = 3.0
     simulate_kwargs: dict | None = None
+    broad_seeing: float = 0.0
+    broad_seeing_range: Sequence[float] = (3.6, 4.5)
+
+
+#: The golden ratio's fractional part: ``seed * _GOLDEN mod 1`` spreads any run of consecutive
+#: seeds evenly over [0, 1) (a Weyl sequence of low discrepancy).
+_GOLDEN = 0.6180339887498949
+
+
+def broad_seeing_frames(seeds: Iterable[int], fraction: float) -> np.ndarray:
+    """Which of ``seeds`` are frames in broad seeing, for a data set with that ``fraction`` of them.
+
+    A frame is one when ``seed * 0.618... mod 1 < fraction``: a property of the seed alone, so
+    a data set grown by more seeds keeps its frames, and any run of n consecutive seeds holds
+    ``n * fraction`` of them to within one or two.
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    return np.mod(np.asarray(list(seeds), dtype=np.float64) * _GOLDEN, 1.0) < float(fraction)
 
 
 def label_tiles(
@@ -171,7 +206,11 @@ def frame_to_examples(
 
     rng = np.random.default_rng(seed)
     name = random_frame_name(rng)
-    sim = simulate_frame(name, seed=seed, n_comets=spec.comets_per_frame, **(spec.simulate_kwargs or {}))
+    kwargs = dict(spec.simulate_kwargs or {})
+    if broad_seeing_frames([seed], spec.broad_seeing)[0]:
+        kwargs["seeing_range"] = tuple(float(v) for v in spec.broad_seeing_range)
+    sim = simulate_frame(name, seed=seed, n_comets=spec.comets_per_frame, **kwargs)
+    seeing = round(float(sim.conditions.seeing), 3)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=_FRAME_TMP_PREFIX) as tmp:
         paths = write_frame(sim, tmp)
         troika = Troika.from_files(paths["sci"], paths["ref"], paths["diff"])
@@ -202,7 +241,7 @@ def frame_to_examples(
 
     meta = []
     for t in keep:
-        m = {"name": name, "seed": int(seed), "row0": int(offsets[t, 0]), "col0": int(offsets[t, 1])}
+        m = {"name": name, "seed": int(seed), "seeing": seeing, "row0": int(offsets[t, 0]), "col0": int(offsets[t, 1])}
         if index[t] >= 0:
             c = comets.iloc[index[t]]
             m.update({k: (float(c[k]) if isinstance(c[k], (int, float, np.number)) else str(c[k]))
@@ -241,17 +280,25 @@ def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int 
     -------
     Path
         ``out_dir``.
+
+    Raises
+    ------
+    ValueError
+        If ``out_dir`` holds shards built with another spec (other than by its seeds).
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
-    info = {k: v for k, v in asdict(spec).items() if k != "seeds"}
-    info["seeds"] = [int(s) for s in spec.seeds]
-    (out / "dataset.json").write_text(json.dumps(info, indent=1))
+    _record_spec(spec, out)
     todo = [s for s in spec.seeds if not (out / _shard_name(s)).exists()]
     log.info("data set %s: %d of %d frames to simulate", out, len(todo), len(spec.seeds))
+    if spec.broad_seeing:
+        low, high = spec.broad_seeing_range
+        log.info("%d of the %d frames in seeing of %.2f\"-%.2f\" (broad_seeing %.2f)",
+                 int(broad_seeing_frames(spec.seeds, spec.broad_seeing).sum()), len(spec.seeds), low, high,
+                 spec.broad_seeing)
 
     if processes <= 1:
         for s in tqdm(todo, desc="frames", unit="frame"):
@@ -264,6 +311,47 @@ def build_dataset(spec: DatasetSpec, out_dir: str | os.PathLike, processes: int 
             for f in tqdm(futures, desc="frames", unit="frame"):
                 f.result()
     return out
+
+
+def _spec_record(spec: DatasetSpec | dict) -> dict:
+    """``spec`` but its seeds, as ``dataset.json`` holds it: tuples as lists, and no range of
+    broad seeing when no frame is in it (shards do not depend on it then)."""
+    record = asdict(spec) if isinstance(spec, DatasetSpec) else dict(spec)
+    record = json.loads(json.dumps({k: v for k, v in record.items() if k != "seeds"}))
+    if not record.get("broad_seeing"):
+        record["broad_seeing_range"] = None
+    return record
+
+
+def _record_spec(spec: DatasetSpec, out: Path) -> None:
+    """Write ``spec`` into ``out/dataset.json``, its seeds added to those of earlier builds.
+
+    Raises
+    ------
+    ValueError
+        If ``out`` holds shards and its ``dataset.json`` another spec: their tiles would be mixed
+        with tiles of another kind, unseen.  Keys added to :class:`DatasetSpec` since a folder was
+        built count as their defaults.
+    """
+    path = out / "dataset.json"
+    record = _spec_record(spec)
+    seeds = {int(s) for s in spec.seeds}
+    if path.exists() and any(out.glob("shard_*.npz")):
+        held = json.loads(path.read_text())
+        seeds |= {int(s) for s in held.get("seeds", [])}
+        held = _spec_record({**asdict(DatasetSpec(seeds=[])), **held})
+        differ = [k for k in record if held.get(k) != record[k]]
+        if differ:
+            was = ", ".join(f"{k}={held.get(k)!r}" for k in differ)
+            asked = ", ".join(f"{k}={record[k]!r}" for k in differ)
+            raise ValueError(
+                f"data set folder {out} holds shards built with {was}, not {asked}: "
+                "give this data set a folder of its own (train.dataset.path or val_path), "
+                "or delete that one to build it anew"
+            )
+    record["seeds"] = sorted(seeds)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1))
 
 
 def _remove_leftovers(out: Path) -> None:

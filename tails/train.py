@@ -473,6 +473,14 @@ def _check_train_config(t: dict) -> None:
     m = t["min_snr_extended"]
     if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
         problems.append(f"train.min_snr_extended must be a non-negative number, got {m!r}")
+    b = t["dataset"]["broad_seeing"]
+    f = b["fraction"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+        problems.append(f"train.dataset.broad_seeing.fraction must be in [0, 1], got {f!r}")
+    r = b["range"]
+    if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+            and 0 < r[0] < r[1]):
+        problems.append(f"train.dataset.broad_seeing.range must be [low, high] arcsec with 0 < low < high, got {r!r}")
     for key in ("seeds", "val_seeds"):
         s = t["dataset"][key]
         if not (isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) for v in s) and s[0] < s[1]):
@@ -506,6 +514,7 @@ def dataset_spec(config: dict, which: str = "train"):
         raise ValueError(f"which must be 'train' or 'val', got {which!r}")
     d = config["train"]["dataset"]
     prefix = "" if which == "train" else "val_"
+    broad = d["broad_seeing"]
     spec = DatasetSpec(
         seeds=list(range(*d[f"{prefix}seeds"])),
         comets_per_frame=int(d["comets_per_frame"]),
@@ -513,6 +522,9 @@ def dataset_spec(config: dict, which: str = "train"):
         tile_size=int(config["tails"]["tile_size"]),
         tile_offset=int(config["tails"]["tile_offset"]),
         reproject=config["tails"]["reproject"],
+        # the validation frames keep the simulator's seeing, as the detector's frames mostly do
+        broad_seeing=float(broad["fraction"]) if which == "train" else 0.0,
+        broad_seeing_range=tuple(float(v) for v in broad["range"]),
     )
     return spec, d[f"{prefix}path"]
 

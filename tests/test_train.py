@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from tails.config import ConfigError, load_config
-from tails.dataset import DatasetSpec, _save_shard, _shard_name, build_dataset, label_tiles, load_dataset
+from tails.dataset import (
+    DatasetSpec, _save_shard, _shard_name, broad_seeing_frames, build_dataset, frame_to_examples, label_tiles,
+    load_dataset,
+)
 from tails.train import (
     BEST_BY, TileBatches, augment_batch, learnable_tiles, learning_rate, mine_hard_negatives, position_error_pix,
     prefetched, recalibrate_batch_norm, resolve_jit_compile, track_best, train,
@@ -259,11 +262,14 @@ def test_malformed_train_config_is_refused(tmp_path):
     cfg["train"]["localisation"] = "centroid"
     cfg["train"]["hard_negatives"]["fraction"] = 1.5
     cfg["train"]["jit_compile"] = "yes"
+    cfg["train"]["dataset"]["broad_seeing"].update(fraction=1.5, range=[4.5, 3.6])
     with pytest.raises(
         ConfigError,
         match=r"train\.batch_size must be a positive integer.*train\.jit_compile must be true, false or auto"
         r".*train\.localisation must be one of dense, heatmap"
-        r".*train\.hard_negatives\.fraction must be in \[0, 1\).*train\.dataset\.seeds",
+        r".*train\.hard_negatives\.fraction must be in \[0, 1\)"
+        r".*train\.dataset\.broad_seeing\.fraction must be in \[0, 1\], got 1\.5"
+        r".*train\.dataset\.broad_seeing\.range must be \[low, high\] arcsec.*train\.dataset\.seeds",
     ):
         train(cfg)
 
@@ -303,6 +309,66 @@ def test_a_resumed_build_removes_what_a_killed_one_left(tmp_path):
     (tmp_path / ".shard_000006.npz.x7q2.npz").write_bytes(b"half a shard")
     build_dataset(DatasetSpec(seeds=[5]), tmp_path)  # shard 5 is done: nothing is simulated
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json", "shard_000005.npz"]
+
+
+def test_a_data_set_folder_is_grown_only_with_the_spec_it_was_built_with(tmp_path):
+    """Shards of another spec are not mixed in; more seeds of the same one are, and recorded."""
+    import json
+
+    _save_shard(tmp_path / _shard_name(5), np.zeros((1, 4, 4, 3), np.float16),
+                np.zeros((1, 3), np.float32), [{"seed": 5}])
+    (tmp_path / "dataset.json").write_text(json.dumps({"seeds": [5], "comets_per_frame": 24}))  # an older build's
+    build_dataset(DatasetSpec(seeds=[5]), tmp_path)  # keys added since count as their defaults
+    for other in (DatasetSpec(seeds=[5], comets_per_frame=3), DatasetSpec(seeds=[5], broad_seeing=0.25)):
+        with pytest.raises(ValueError, match=r"holds shards built with .*(comets_per_frame=24|broad_seeing=0\.0).*"
+                                             r"give this data set a folder of its own"):
+            build_dataset(other, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json", "shard_000005.npz"]
+    _save_shard(tmp_path / _shard_name(6), np.zeros((1, 4, 4, 3), np.float16),
+                np.zeros((1, 3), np.float32), [{"seed": 6}])
+    build_dataset(DatasetSpec(seeds=[6]), tmp_path)
+    record = json.loads((tmp_path / "dataset.json").read_text())
+    assert record["seeds"] == [5, 6] and record["comets_per_frame"] == 24 and record["broad_seeing"] == 0.0
+    build_dataset(DatasetSpec(seeds=[5], broad_seeing_range=(4.0, 5.0)), tmp_path)  # no frame is in it
+    # a folder without shards is anyone's
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "dataset.json").write_text(json.dumps({"seeds": [1], "comets_per_frame": 9}))
+    build_dataset(DatasetSpec(seeds=[], comets_per_frame=3), tmp_path / "empty")
+    assert json.loads((tmp_path / "empty" / "dataset.json").read_text())["comets_per_frame"] == 3
+
+
+def test_frames_in_broad_seeing_are_a_property_of_their_seeds():
+    seeds = np.arange(100000, 100400)
+    broad = broad_seeing_frames(seeds, 0.25)
+    assert not broad_seeing_frames(seeds, 0.0).any() and broad_seeing_frames(seeds, 1.0).all()
+    # any run of consecutive seeds holds its share, to within one or two
+    for start in range(0, 400, 100):
+        assert abs(broad[start:start + 100].sum() - 25) <= 2
+    assert abs(broad[:40].sum() - 10) <= 2
+    # growing the data set keeps the frames it had, and a larger fraction keeps those of a smaller
+    np.testing.assert_array_equal(broad_seeing_frames(seeds[:50], 0.25), broad[:50])
+    assert (broad_seeing_frames(seeds, 0.5) >= broad).all()
+
+
+def test_a_simulated_frame_becomes_labelled_tiles_cut_as_the_detector_cuts_them(tmp_path):
+    """One frame through tails.dataset: each positive's label is a comet's nucleus, in its tile."""
+    from tails.simulate import SEEING_RANGE_ARCSEC
+
+    spec = DatasetSpec(seeds=[800000], comets_per_frame=4, negatives_per_frame=6, broad_seeing=1.0,
+                       broad_seeing_range=(3.8, 4.2))
+    x, y, meta = frame_to_examples(800000, spec, tmp_path)
+    assert x.dtype == np.float16 and x.shape[1:] == (256, 256, 3) and np.isfinite(x).all()
+    assert y.shape == (len(x), 3) and len(meta) == len(x)
+    positive = y[:, 0] == 1
+    assert 1 <= positive.sum() <= 4 and (~positive).sum() == 6
+    for label, m in zip(y[positive], np.array(meta, dtype=object)[positive]):
+        # the label is where the comet's nucleus lies in its tile, in units of the tile side
+        assert abs(label[1] * 256 + m["col0"] - m["x"]) < 1e-3 and abs(label[2] * 256 + m["row0"] - m["y"]) < 1e-3
+        assert m["snr"] >= spec.min_snr
+    assert all(3.8 <= m["seeing"] <= 4.2 for m in meta)  # broad_seeing 1: every frame
+    narrow = frame_to_examples(800000, DatasetSpec(seeds=[800000], comets_per_frame=4, negatives_per_frame=6), tmp_path)
+    assert SEEING_RANGE_ARCSEC[0] <= narrow[2][0]["seeing"] <= SEEING_RANGE_ARCSEC[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the frame's folders are removed
 
 
 # m3 below loads a training checkpoint's weights file into a model whose optimizer is not built
@@ -449,8 +515,13 @@ def test_the_data_set_specs_are_the_configs(tmp_path):
     spec, path = dataset_spec(cfg, "train")
     assert (spec.seeds, path, spec.comets_per_frame) == ([10, 11, 12], str(tmp_path / "train"), 3)
     assert spec.tile_size == cfg["tails"]["tile_size"] and spec.reproject == cfg["tails"]["reproject"]
+    assert spec.broad_seeing == 0.0  # the defaults: as every bundled model was trained
+    cfg["train"]["dataset"]["broad_seeing"].update(fraction=0.25, range=[3.7, 4.4])
+    spec, path = dataset_spec(cfg, "train")
+    assert (spec.broad_seeing, spec.broad_seeing_range) == (0.25, (3.7, 4.4))
     spec, path = dataset_spec(cfg, "val")
     assert (spec.seeds, path) == ([20, 21], str(tmp_path / "val"))
+    assert spec.broad_seeing == 0.0  # validation keeps the simulator's seeing
     with pytest.raises(ValueError, match="which must be 'train' or 'val'"):
         dataset_spec(cfg, "test")
 
