@@ -27,11 +27,13 @@ def test_the_run_config_is_a_full_config_of_the_frames_simulated(tmp_path):
     script = _script()
     args = Namespace(first_seed=100000, first_val_seed=200000, val_frames=8, processes=16, batch_size=64,
                      learning_rate=3e-4, lr_constant_epochs=4, steps_per_epoch=100, pool=2000,
-                     init_checkpoint="models/tails-20261125b/tails.weights.h5", min_snr_extended=5.0)
+                     init_checkpoint="models/tails-20261125b/tails.weights.h5", min_snr_extended=5.0,
+                     broad_seeing=0.25)
     config = script.run_config(tmp_path, args, n_train=48)
     check_config(config, load_defaults())  # every key, and no other
     spec, path = dataset_spec(config, "train")
     assert spec.seeds == list(range(100000, 100048)) and path == str(tmp_path / "train")
+    assert spec.broad_seeing == 0.25 and tuple(spec.broad_seeing_range) == (3.6, 4.5)
     assert dataset_spec(config, "val")[0].seeds == list(range(200000, 200008))
     t = config["train"]
     assert t["init_checkpoint"] == "models/tails-20261125b/tails.weights.h5"

@@ -47,7 +47,7 @@ def run_config(work: Path, args: argparse.Namespace, n_train: int) -> dict:
     The choices follow the bundled model's stage 4 (its MODEL.md): hard negatives
     mined by the model, a third of each batch positive, every comet of core S/N >= 3 taught,
     except those that cannot be told from a point source (``--min-snr-extended``, stage 11 of
-    models/README.md).
+    models/README.md); ``--broad-seeing`` of the training frames in seeing of 3.6"-4.5" (stage 13).
     """
     from tails.config import load_defaults
 
@@ -59,6 +59,7 @@ def run_config(work: Path, args: argparse.Namespace, n_train: int) -> dict:
         val_path=str(work / "val"), val_seeds=[args.first_val_seed, args.first_val_seed + args.val_frames],
         processes=args.processes,
     )
+    t["dataset"]["broad_seeing"]["fraction"] = args.broad_seeing
     t.update(
         batch_size=args.batch_size, positive_fraction=0.3, curriculum={"epochs": 0, "min_snr": 30.0},
         learning_rate=args.learning_rate, lr_constant_epochs=args.lr_constant_epochs, lr_decay=0.15,
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=2000, help="negative tiles scored to mine hard ones")
     p.add_argument("--min-snr-extended", type=float, default=5.0,
                    help="leave out the comets whose S/N beyond a point source is below this (0: none)")
+    p.add_argument("--broad-seeing", type=float, default=0.0,
+                   help='fraction of the training frames in seeing of 3.6"-4.5" (train.dataset.broad_seeing)')
     p.add_argument("--init-checkpoint", default=None,
                    help="weights to start from (in the working tree); the bundled model by default")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for a dry run on a CPU")
