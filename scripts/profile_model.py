@@ -150,6 +150,7 @@ def default_specs(only: str | None) -> list[dict]:
         for bs in (16, 32):
             for jit in (False, True):
                 specs.append(dict(kind="train", batch_size=bs, jit_compile=jit))
+            specs.append(dict(kind="train", batch_size=bs, jit_compile=False, policy="mixed_bfloat16"))
     return specs
 
 
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
             )
         else:
             print(
-                f"train bs={r['batch_size']:<3d} jit={int(r['jit_compile'])}: "
+                f"train bs={r['batch_size']:<3d} jit={int(r['jit_compile'])} policy={r.get('policy') or 'float32'}: "
                 + (f"{r['tiles_per_s']:.1f} tiles/s ({r['tiles_per_cpu_s']:.1f} per CPU-s; "
                    f"first step {r['first_s']:.1f} s)"
                    if "error" not in r else f"ERROR {r['error']}"),

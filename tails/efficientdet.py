@@ -538,8 +538,9 @@ def predict_tiles(
     Measured with ``scripts/profile_model.py`` (TensorFlow backend, 2 CPU cores shared with other
     jobs): about 12 to 15 CPU-seconds per 169 tiles (one ccd-quadrant), batches of 32 being a little
     faster than 64 or 169; the first call adds the tracing of the predict function (some 15 CPU-s).
-    XLA (``jit_compile=True``) is 4 to 5 times slower on CPU, and so is ``mixed_bfloat16`` on CPUs
-    without native bf16; eager calls of the model are about 1.5 times slower.
+    XLA (``jit_compile=True``) is 4 to 5 times slower on CPU; ``mixed_bfloat16`` is about as fast,
+    even on cores with AVX512-BF16 (README, *Speed*); eager calls of the model are about 1.5 times
+    slower.
 
     Parameters
     ----------
