@@ -578,15 +578,11 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
     t = config["train"]
     _check_train_config(t)
     run_dir = Path(t["output_dir"])
-    if (run_dir / "DONE").exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"{run_dir} holds a finished training run; choose another train.output_dir "
-                "or pass --overwrite to replace it"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train.json").write_text(json.dumps(t, indent=1))
+    if (run_dir / "DONE").exists() and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} holds a finished training run; choose another train.output_dir "
+            "or pass --overwrite to replace it"
+        )
 
     keras.utils.set_random_seed(int(t["seed"]))
     processes = int(t["dataset"]["processes"])
@@ -603,6 +599,12 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
         xv, yv = xv[keep_v], yv[keep_v]
     log.info("training tiles: %d (%d positive); validation: %d (%d positive)",
              len(y), int((y[:, 0] > 0.5).sum()), len(yv), int((yv[:, 0] > 0.5).sum()))
+    # the run folder only once the data are there: a data set refused leaves no run behind,
+    # and a finished run is replaced (--overwrite) only by one that can start
+    if (run_dir / "DONE").exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train.json").write_text(json.dumps(t, indent=1))
 
     model = Tails(input_shape=x.shape[1:], localisation=t["localisation"])
     loss = make_loss(float(t["loss_weight_p"]), float(t["loss_weight_xy"]))

@@ -282,6 +282,25 @@ def test_finished_run_is_not_overwritten(tmp_path):
         train(cfg)
 
 
+def test_a_data_set_refused_leaves_no_run_and_keeps_the_finished_one(tmp_path):
+    """Nothing is written, or replaced with --overwrite, until the data sets are there."""
+    import json
+
+    cfg = _config(tmp_path)
+    cfg["train"]["dataset"].update(seeds=[5, 6], val_seeds=[7, 8])
+    _save_shard(tmp_path / "train" / _shard_name(5), np.zeros((1, 4, 4, 3), np.float16),
+                np.zeros((1, 3), np.float32), [{"seed": 5}])
+    (tmp_path / "train" / "dataset.json").write_text(json.dumps({"seeds": [5], "comets_per_frame": 3}))
+    with pytest.raises(ValueError, match="holds shards built with comets_per_frame=3"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "DONE").write_text("{}")
+    with pytest.raises(ValueError, match="holds shards built with"):
+        train(cfg, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["DONE"]
+
+
 def test_empty_data_set_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty data set"):
