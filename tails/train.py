@@ -583,6 +583,13 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
             f"{run_dir} holds a finished training run; choose another train.output_dir "
             "or pass --overwrite to replace it"
         )
+    resumes = (run_dir / "checkpoint" / "state.json").is_file() and not (run_dir / "DONE").exists()
+    if t["init_checkpoint"] and not resumes and not Path(t["init_checkpoint"]).is_file():
+        # found now, not after the data sets are built
+        raise FileNotFoundError(
+            f"train.init_checkpoint {t['init_checkpoint']} is not a file: give the path of a "
+            ".weights.h5 file to start from, or null to start from random weights"
+        )
 
     keras.utils.set_random_seed(int(t["seed"]))
     processes = int(t["dataset"]["processes"])

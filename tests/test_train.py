@@ -301,6 +301,14 @@ def test_a_data_set_refused_leaves_no_run_and_keeps_the_finished_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["DONE"]
 
 
+def test_a_missing_init_checkpoint_is_named_before_any_frame_is_simulated(tmp_path):
+    cfg = _config(tmp_path)
+    cfg["train"]["init_checkpoint"] = str(tmp_path / "nowhere.weights.h5")
+    with pytest.raises(FileNotFoundError, match=r"train\.init_checkpoint .*nowhere\.weights\.h5 is not a file"):
+        train(cfg)
+    assert not (tmp_path / "train").exists() and not (tmp_path / "run").exists()
+
+
 def test_empty_data_set_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty data set"):
