@@ -473,6 +473,10 @@ def _check_train_config(t: dict) -> None:
     m = t["min_snr_extended"]
     if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
         problems.append(f"train.min_snr_extended must be a non-negative number, got {m!r}")
+    for key, least in (("comets_per_frame", 1), ("negatives_per_frame", 0), ("processes", 1)):
+        v = t["dataset"][key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            problems.append(f"train.dataset.{key} must be an integer of at least {least}, got {v!r}")
     b = t["dataset"]["broad_seeing"]
     f = b["fraction"]
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:

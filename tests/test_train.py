@@ -263,11 +263,13 @@ def test_malformed_train_config_is_refused(tmp_path):
     cfg["train"]["hard_negatives"]["fraction"] = 1.5
     cfg["train"]["jit_compile"] = "yes"
     cfg["train"]["dataset"]["broad_seeing"].update(fraction=1.5, range=[4.5, 3.6])
+    cfg["train"]["dataset"]["processes"] = "two"
     with pytest.raises(
         ConfigError,
         match=r"train\.batch_size must be a positive integer.*train\.jit_compile must be true, false or auto"
         r".*train\.localisation must be one of dense, heatmap"
         r".*train\.hard_negatives\.fraction must be in \[0, 1\)"
+        r".*train\.dataset\.processes must be an integer of at least 1, got 'two'"
         r".*train\.dataset\.broad_seeing\.fraction must be in \[0, 1\], got 1\.5"
         r".*train\.dataset\.broad_seeing\.range must be \[low, high\] arcsec.*train\.dataset\.seeds",
     ):
