@@ -995,18 +995,33 @@ def simulate_command(
     """
     from tqdm.auto import tqdm
 
-    if names is None and not (isinstance(n, int) or (isinstance(n, str) and n.strip().isdigit())):
+    def integer(value, flag: str, least: int) -> int:
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.lstrip("-").isdigit() or int(text) < least:
+            raise ValueError(f"--{flag} must be an integer of at least {least}, got {value!r}")
+        return int(text)
+
+    seed, n_comets = integer(seed, "seed", 0), integer(n_comets, "n_comets", 0)
+    try:
+        lo, hi = (float(v) for v in comet_mag_range)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not lo < hi:
+        raise ValueError(f"--comet_mag_range must be two magnitudes, faintest last, got {comet_mag_range!r}")
+    if names is None and not (isinstance(n, int) or (isinstance(n, str) and n.strip().lstrip("-").isdigit())):
         names = n
     if names is None:
-        frame_names = [random_frame_name(np.random.default_rng(int(seed) + i)) for i in range(int(n))]
+        count = integer(n, "n", 1)
+        frame_names = [random_frame_name(np.random.default_rng(seed + i)) for i in range(count)]
     else:
         frame_names = [s.strip() for s in (names.split(",") if isinstance(names, str) else names) if s.strip()]
+        if not frame_names:
+            raise ValueError("no frame to simulate: give a number of frames or ZTF frame names")
         for name in frame_names:
             parse_frame(name)  # a bad name fails before anything is written
-    lo, hi = (float(v) for v in comet_mag_range)
     lines = []
     for i, name in enumerate(tqdm(frame_names, desc="simulate", unit="frame")):
-        sim = simulate_frame(name, seed=int(seed) + i, n_comets=int(n_comets), comet_mag_range=(lo, hi),
+        sim = simulate_frame(name, seed=seed + i, n_comets=n_comets, comet_mag_range=(lo, hi),
                              confusers=bool(confusers))
         paths = write_frame(sim, out_dir)
         n_c = int((sim.truth["kind"] == "comet").sum()) if len(sim.truth) else 0

@@ -238,3 +238,18 @@ def test_simulate_command_rejects_a_bad_name_before_writing(tmp_path):
     with pytest.raises(ValueError, match="expected ztf_"):
         simulate_command(f"{NAME},ztf_bad", out_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 0}, r"--n must be an integer of at least 1, got 0"),
+    ({"n": "-2"}, r"--n must be an integer of at least 1, got '-2'"),
+    ({"n": ","}, r"no frame to simulate"),
+    ({"seed": "x"}, r"--seed must be an integer of at least 0, got 'x'"),
+    ({"n_comets": -1}, r"--n_comets must be an integer of at least 0"),
+    ({"comet_mag_range": (20, 14)}, r"--comet_mag_range must be two magnitudes, faintest last"),
+    ({"comet_mag_range": "bright"}, r"--comet_mag_range must be two magnitudes"),
+])
+def test_simulate_command_says_what_is_wrong_with_its_flags(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        simulate_command(**{"n": 1, **kwargs}, out_dir=str(tmp_path / "sim"))
+    assert not list(tmp_path.iterdir())
