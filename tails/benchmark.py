@@ -80,8 +80,18 @@ def benchmark(
     dict
         Per-stage median seconds over the timed runs, the total, the first (warm-up) run,
         peak memory (MiB) and the machine.
+
+    Raises
+    ------
+    ValueError
+        If ``repeats`` is negative or ``nthreads`` under 1, before anything is run.
     """
     import os
+
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 0:
+        raise ValueError(f"repeats must be a whole number of timed runs, 0 or more, got {repeats!r}")
+    if isinstance(nthreads, bool) or not isinstance(nthreads, int) or nthreads < 1:
+        raise ValueError(f"nthreads must be an integer of at least 1, got {nthreads!r}")
 
     import keras
 
@@ -173,7 +183,7 @@ def benchmark_command(
     """
     from .config import load_config
 
-    report = benchmark(load_config(config), checkpoint=checkpoint, repeats=int(repeats), nthreads=int(nthreads))
+    report = benchmark(load_config(config), checkpoint=checkpoint, repeats=repeats, nthreads=nthreads)
     if output:
         Path(output).write_text(json.dumps(report, indent=1))
     return format_report(report)

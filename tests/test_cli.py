@@ -79,6 +79,19 @@ def test_a_mistyped_flag_of_a_tails_command_is_refused_before_it_runs(command, t
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("flag, message", [
+    ("--repeats=-1", "repeats must be a whole number of timed runs, 0 or more, got -1"),
+    ("--nthreads=0", "nthreads must be an integer of at least 1, got 0"),
+])
+def test_tails_benchmark_refuses_a_bad_count_before_it_runs(flag, message, tmp_path, monkeypatch, capsys):
+    from tails.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["benchmark", flag]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_tails_train_help_shows_its_own_flags(capsys):
     from tails.cli import main
 
