@@ -1008,7 +1008,7 @@ def simulate_command(
         lo = hi = float("nan")
     if not lo < hi:
         raise ValueError(f"--comet_mag_range must be two magnitudes, faintest last, got {comet_mag_range!r}")
-    if names is None and not (isinstance(n, int) or (isinstance(n, str) and n.strip().lstrip("-").isdigit())):
+    if names is None and not (isinstance(n, (int, float)) or (isinstance(n, str) and n.strip().lstrip("-").isdigit())):
         names = n
     if names is None:
         count = integer(n, "n", 1)

@@ -482,8 +482,8 @@ def _check_train_config(t: dict) -> None:
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
         problems.append(f"train.dataset.broad_seeing.fraction must be in [0, 1], got {f!r}")
     r = b["range"]
-    if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
-            and 0 < r[0] < r[1]):
+    pair = isinstance(r, list) and len(r) == 2 and not any(isinstance(v, bool) for v in r)
+    if not (pair and all(isinstance(v, (int, float)) for v in r) and 0 < r[0] < r[1]):
         problems.append(f"train.dataset.broad_seeing.range must be [low, high] arcsec with 0 < low < high, got {r!r}")
     for key in ("seeds", "val_seeds"):
         s = t["dataset"][key]

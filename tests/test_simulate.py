@@ -244,6 +244,7 @@ def test_simulate_command_rejects_a_bad_name_before_writing(tmp_path):
     ({"n": 0}, r"--n must be an integer of at least 1, got 0"),
     ({"n": "-2"}, r"--n must be an integer of at least 1, got '-2'"),
     ({"n": ","}, r"no frame to simulate"),
+    ({"n": 2.5}, r"--n must be an integer of at least 1, got 2\.5"),
     ({"seed": "x"}, r"--seed must be an integer of at least 0, got 'x'"),
     ({"n_comets": -1}, r"--n_comets must be an integer of at least 0"),
     ({"comet_mag_range": (20, 14)}, r"--comet_mag_range must be two magnitudes, faintest last"),
