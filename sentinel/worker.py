@@ -103,6 +103,7 @@ class TailsWorker:
         from tails.crossmatch import MPChecker, SkyBot
         from tails.fritz import FritzClient
         from tails.irsa import IrsaClient
+        from tails.fusion import fusion_from_config
         from tails.litert import detector_from_config
         from tails.models import warn_if_experimental
 
@@ -121,6 +122,7 @@ class TailsWorker:
         checkpoint = config["tails"]["checkpoint"]
         t0 = time.perf_counter()
         self.model = detector_from_config(config)
+        self.fusion = fusion_from_config(config)
         self.model_name = _model_name(checkpoint)
         log.info("model %s loaded in %.1f s (pid %d)", self.model_name, time.perf_counter() - t0, os.getpid())
         warn_if_experimental(checkpoint)
@@ -149,6 +151,7 @@ class TailsWorker:
                 base_path=self.path_base,
                 client=self.irsa,
                 checkpoint_name=self.model_name,
+                fusion=self.fusion,
             )
         except Exception as e:  # one bad frame never stops the service
             error = f"{type(e).__name__}: {e}"

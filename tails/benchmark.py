@@ -97,6 +97,7 @@ def benchmark(
 
     from .detect import process_frame
     from .efficientdet import model_name
+    from .fusion import fusion_from_config
     from .litert import detector_from_config
     from .irsa import IrsaClient
     from .frames import parse_frame
@@ -113,6 +114,7 @@ def benchmark(
         cfg["irsa"]["url"] = (tmp / "irsa").resolve().as_uri() + "/"
         checkpoint, _ = timed_checkpoint(checkpoint, config, tmp, seed=seed)
         model, name = detector_from_config(cfg, checkpoint), model_name(checkpoint)
+        fusion = fusion_from_config(cfg, checkpoint)
         client = IrsaClient.from_config(cfg)
         client.fetch_frame(BENCH_FRAME, tmp / "data")  # download excluded from the timings
 
@@ -121,7 +123,7 @@ def benchmark(
             t0 = time.perf_counter()
             result = process_frame(
                 BENCH_FRAME, model=model, config=cfg, base_path=tmp, nthreads=nthreads,
-                client=client, checkpoint_name=name,
+                client=client, checkpoint_name=name, fusion=fusion,
             )
             result.timings["total"] = time.perf_counter() - t0
             runs.append(result.timings)

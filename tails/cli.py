@@ -1,4 +1,4 @@
-"""The ``tails`` command: run, simulate, train, evaluate, fetch-models, benchmark.
+"""The ``tails`` command: run, simulate, train, evaluate, pool, fit-fusion, average, fetch-models, benchmark.
 
 It uses python-fire, so ``--flag=value`` and ``--flag value`` both work.  ``scripts/run_tails.py``
 is the ``run`` command on its own, with the original's flags.
@@ -145,6 +145,7 @@ def run(
         log.info("%s: %d exposure(s), %d frame(s)", night, len(fileroots), len(names))
 
     from .efficientdet import model_name
+    from .fusion import fusion_from_config
     from .irsa import IrsaClient
     from .litert import detector_from_config
     from .models import warn_if_experimental
@@ -152,6 +153,7 @@ def run(
     if checkpoint is None:
         checkpoint = tcfg["checkpoint"]
     model = detector_from_config(cfg, checkpoint)
+    fusion = fusion_from_config(cfg, checkpoint)
     tails_v = model_name(checkpoint)
     warn_if_experimental(checkpoint)
     client = IrsaClient.from_config(cfg)
@@ -181,6 +183,7 @@ def run(
                 nthreads=nthreads,
                 client=client,
                 checkpoint_name=tails_v,
+                fusion=fusion,
             )
         except Exception as e:
             if single_image:
@@ -293,6 +296,7 @@ _COMMANDS = {
     "train": ("tails.train", "train_command"),
     "evaluate": ("tails.evaluate", "evaluate_command"),
     "pool": ("tails.evaluate", "pool_command"),
+    "fit-fusion": ("tails.fusion", "fit_fusion_command"),
     "average": ("tails.cli", "_average"),
     "fetch-models": ("tails.models", "fetch_models"),
     "benchmark": ("tails.benchmark", "benchmark_command"),

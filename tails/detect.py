@@ -6,7 +6,8 @@ The data flow for one frame (DESIGN.md)::
          -> 13 x 13 tiles of 256 px -> preprocess -> Tails model (batched)
          -> threshold, tile -> frame coordinates, merge duplicates
          -> a second look at each candidate (tails.refine), merge again
-         -> vetting: drop the point-like (tails.vet), WCS -> RA/Dec, OBSJD -> time
+         -> vetting: measure how extended (tails.vet); one score from the model's and those
+            (tails.fusion), or drop the point-like; WCS -> RA/Dec, OBSJD -> time
          -> runs/YYYYMMDD/{name}.csv, {name}_{ni}.npy, {name}_{ni}.png
 
 The pure steps (:func:`candidates_from_predictions`, :func:`merge_candidates`,
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
+from .fusion import Fusion
 from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
 from .image import PLATE_SCALE, cut_tiles
 from .preprocess import preprocess_tiles
@@ -42,6 +44,8 @@ __all__ = [
     "datestr_from_jd",
     "seeing_caveat",
     "check_run_options",
+    "lowest_model_score",
+    "detector_scores",
     "process_frame",
     "write_csv",
 ]
@@ -88,13 +92,14 @@ class FrameResult:
         False for the skipped tiles.
     candidates : pandas.DataFrame
         Every candidate after the second look and merging whose score could reach the
-        threshold (:func:`tails.vet.lowest_compact_score`), vetted or not: ``p_tile`` (its
+        threshold (:func:`lowest_model_score`), vetted or not: ``p_tile`` (its
         score in the tessellation's tile, before the second look), ``p_model`` (the model's
-        score after it), ``p`` (the detector's score, :func:`tails.vet.compact_score`), ``x``,
-        ``y``, their tile's ``row0, col0`` and ``x_tile, y_tile`` in it, and vetting's
+        score after it), ``p`` (the detector's score, :func:`detector_scores`), ``x``,
+        ``y``, their tile's ``row0, col0`` and ``x_tile, y_tile`` in it, vetting's
         ``ext_sigma``, ``ext_fraction``, ``ext_width``, ``ext_elongation``, ``ext_snr``,
         ``trailed``, ``extended`` and ``compact`` (NaN, NaN, NaN, NaN, NaN, False, True and False
-        where vetting is off).  The detections are the extended ones with ``p`` over the threshold.
+        where vetting is off), and ``kept``.  The detections are the kept ones with ``p`` over
+        the threshold.
     """
 
     name: str
@@ -269,10 +274,51 @@ def _vet(candidates: pd.DataFrame, troika: Any, cfg: dict, name: str) -> pd.Data
         saturate=float(saturate) if isinstance(saturate, (int, float)) else None,
         seed=zlib.crc32(name.encode()),
     )
-    dropped = int((~measured["extended"]).sum())
-    if dropped:
-        log.info("%s: %d of %d candidates dropped as point-like or trailed (tails.vet)", name, dropped, len(candidates))
     return measured
+
+
+def lowest_model_score(threshold: float, vet: dict, fusion: Fusion | None) -> float:
+    """The least model score that can reach ``threshold``; candidates under it are not measured.
+
+    A compact coma lifts a score (:func:`tails.vet.lowest_compact_score`); a fusion scores 0
+    every candidate under its ``min_model_score``.
+    """
+    if not vet["enabled"]:
+        return threshold
+    if fusion is not None:
+        return min(threshold, fusion.min_model_score)
+    return lowest_compact_score(threshold, vet["compact_odds"])
+
+
+def detector_scores(
+    measured: pd.DataFrame, vet: dict, fusion: Fusion | None, seeing: Any
+) -> tuple[pd.DataFrame, bool]:
+    """The detector's score ``p`` of each measured candidate, and whether it may be ``kept``.
+
+    The model's score becomes ``p_model``.  Where vetting measured the frame and a fusion is
+    given, ``p`` is the fusion's score (:meth:`tails.fusion.Fusion.score`) and every candidate
+    may be kept; otherwise ``p`` is the model's score with a compact coma's odds raised
+    (:func:`tails.vet.compact_score`), and only the extended may be kept.  The detections are
+    the candidates kept with ``p`` over the threshold.
+
+    Returns
+    -------
+    pandas.DataFrame, bool
+        The candidates with ``p``, ``p_model`` and ``kept``, and whether the fusion scored them.
+    """
+    out = measured.assign(p_model=measured["p"])
+    try:
+        seeing = float(seeing)
+    except (TypeError, ValueError):
+        seeing = float("nan")
+    measures = out[["ext_sigma", "ext_width"]].to_numpy(float) if len(out) else np.zeros((0, 2))
+    if fusion is not None and vet["enabled"] and np.isfinite(seeing) and np.isfinite(measures).any():
+        out["p"] = fusion.score(out, seeing)
+        out["kept"] = True
+        return out, True
+    out["p"] = compact_score(out["p_model"], out["compact"], vet["compact_odds"])
+    out["kept"] = out["extended"].astype(bool)
+    return out, False
 
 
 def process_frame(
@@ -287,6 +333,7 @@ def process_frame(
     client: Any = None,
     checkpoint_name: str = "tails",
     write_png: bool = True,
+    fusion: Fusion | None = None,
 ) -> FrameResult:
     """Run Tails on one ZTF ccd-quadrant frame.
 
@@ -313,6 +360,9 @@ def process_frame(
         The model's name, written to the ``tails_v`` column.
     write_png : bool
         Also write the triplet PNG of each detection.
+    fusion : tails.fusion.Fusion, optional
+        Score the vetted candidates by it (:func:`tails.fusion.fusion_from_config`); None:
+        keep them by vetting's rules.
 
     Returns
     -------
@@ -379,8 +429,7 @@ def process_frame(
 
     t0 = time.perf_counter()
     merge_radius = float(tcfg["merge_radius_pix"])
-    # a compact coma lifts a score (tails.vet): the least score that can reach the threshold
-    floor = lowest_compact_score(threshold, vet["compact_odds"]) if vet["enabled"] else threshold
+    floor = lowest_model_score(threshold, vet, fusion)
     cut = min(floor, refine_min) if refine else floor
     candidates = merge_candidates(candidates_from_predictions(predictions, offsets, cut, tile_size), merge_radius)
     candidates["p_tile"] = candidates["p"]  # the tessellation's score, before any second look
@@ -394,9 +443,12 @@ def process_frame(
 
     t0 = time.perf_counter()
     measured = _vet(candidates, troika, vet, frame.name) if vet["enabled"] and len(candidates) else unvetted(candidates)
-    measured["p_model"] = measured["p"]
-    measured["p"] = compact_score(measured["p_model"], measured["compact"], vet["compact_odds"])
-    candidates = measured[measured["extended"] & (measured["p"] > threshold)].reset_index(drop=True)
+    measured, fused = detector_scores(measured, vet, fusion, troika.header_sci.get("SEEING"))
+    candidates = measured[measured["kept"] & (measured["p"] > threshold)].reset_index(drop=True)
+    if len(measured) > len(candidates):
+        log.info("%s: %d of %d candidates %s", frame.name, len(measured) - len(candidates), len(measured),
+                 "scored under the threshold by the fusion (tails.fusion)" if fused
+                 else "dropped as point-like or trailed (tails.vet), or under the threshold")
     timings["vet"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .fusion import fusion_from_config
 from .metrics import IDEAL_CONFUSER_MAG, compute_metrics, lifted_counts, match_detections
 from .report import markdown_report, plot_fnr_fpr, plot_offsets, plot_pr, plot_roc, summary_line
 from .truth import in_footprint, in_reference, sources_at
@@ -87,7 +88,8 @@ REPORT_FILES = (
 #: there (:func:`tails.truth.sources_at`), as in ``detections.csv``.
 CANDIDATE_COLUMNS = (
     "frame", "seed", "p_tile", "p_model", "p", "x", "y", "ext_sigma", "ext_fraction", "ext_width",
-    "ext_elongation", "ext_snr", "trailed", "extended", "compact", "true", "nearest_comet_pix", "source",
+    "ext_elongation", "ext_snr", "trailed", "extended", "compact", "kept", "seeing", "true", "nearest_comet_pix",
+    "source",
 )
 
 #: Magnitude columns of the truth table, in order of preference (total magnitude in the frame's band).
@@ -305,6 +307,7 @@ def _evaluate_frame(
     client: Any,
     checkpoint_name: str,
     acc: _Collected,
+    fusion: Any = None,
 ) -> None:
     """Simulate, serve and detect one frame; append its rows to ``acc``."""
     from astropy.io import fits
@@ -332,6 +335,7 @@ def _evaluate_frame(
         client=client,
         checkpoint_name=checkpoint_name,
         write_png=False,
+        fusion=fusion,
     )
     acc.seconds["detect"] += time.perf_counter() - t0
 
@@ -400,6 +404,7 @@ def _evaluate_frame(
         table = cands.reindex(columns=list(CANDIDATE_COLUMNS[2:-3]))
         table.insert(0, "frame", name)
         table.insert(1, "seed", seed)
+        table["seeing"] = float(header.get("SEEING", np.nan))
         table["true"], table["nearest_comet_pix"] = mc.detection_true, mc.detection_distance
         table["source"] = source(table["x"].to_numpy(float), table["y"].to_numpy(float))
         acc.candidates.append(table)
@@ -481,8 +486,11 @@ def evaluate(
 
         model = detector_from_config(config, checkpoint)
         name = model_name(checkpoint)
+        fusion = fusion_from_config(config, checkpoint)
     else:
         name = Path(checkpoint).name.removesuffix(".weights.h5") if checkpoint else getattr(model, "name", "tails")
+        # a fusion weighs one model's scores: a model given as it is has none of its own
+        fusion = None if config["tails"]["vet"].get("fusion") == "auto" else fusion_from_config(config, checkpoint)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -505,7 +513,7 @@ def evaluate(
                     names.add(frame)
                     try:
                         _evaluate_frame(seed, frame, model=model, config=cfg, ecfg=ecfg, mirror=mirror,
-                                        workdir=runs, client=client, checkpoint_name=name, acc=acc)
+                                        workdir=runs, client=client, checkpoint_name=name, acc=acc, fusion=fusion)
                     except Exception as e:  # one bad frame never stops the evaluation
                         acc.failed[frame] = f"{type(e).__name__}: {e}"
                         log.error("%s (seed %d): failed, skipped: %s", frame, seed, acc.failed[frame])
@@ -538,6 +546,7 @@ def evaluate(
             "seeing": ecfg["seeing"],
             "detector": {k: config["tails"][k] for k in ("tile_size", "tile_offset", "merge_radius_pix", "refine",
                                                           "vet", "reproject") if k in config["tails"]},
+            "fusion": None if fusion is None else fusion.meta,
         },
         counts={
             "frames_requested": len(ecfg["seeds"]),
@@ -558,7 +567,7 @@ def evaluate(
 # ----------------------------------------------------------------------------- pooling reports
 #: What reports must share to be pooled: the same model, judged the same way, by the same detector,
 #: on frames of the same seeing.
-POOL_KEYS = ("model", "score_threshold", "match_radius_pix", "seeing", "detector")
+POOL_KEYS = ("model", "score_threshold", "match_radius_pix", "seeing", "detector", "fusion")
 
 
 def _read_report(folder: Path) -> tuple[dict, dict[str, pd.DataFrame]]:
@@ -624,7 +633,7 @@ def pool_reports(reports: Sequence[str | os.PathLike], output: str | os.PathLike
             if metrics.get(key) != first.get(key):
                 raise ValueError(
                     f"{folder} and {first_folder} differ in {key} ({metrics.get(key)!r} against {first.get(key)!r}): "
-                    "only reports of one model, threshold, match radius, seeing and detector can be pooled"
+                    "only reports of one model, threshold, match radius, seeing, detector and fusion can be pooled"
                 )
     seen: dict[str, Path] = {}
     for (_, tables), folder in zip(read, folders):

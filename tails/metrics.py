@@ -341,13 +341,16 @@ def count_false_positives(
 
 
 def lifted_counts(candidates: pd.DataFrame, threshold: float) -> dict[str, int]:
-    """Detections over ``threshold`` only because a compact coma lifted their score (:mod:`tails.vet`).
+    """Detections over ``threshold`` only because vetting lifted their score over the model's.
+
+    A compact coma (:mod:`tails.vet`) or a fusion (:mod:`tails.fusion`) may do so.
 
     Parameters
     ----------
     candidates : pandas.DataFrame
-        ``candidates.csv``'s rows: ``p_model``, ``p``, ``extended`` and ``true``.  Reports made
-        before the compact test have no ``p_model``, and count none.
+        ``candidates.csv``'s rows: ``p_model``, ``p``, ``kept`` and ``true``.  Reports made
+        before the compact test have no ``p_model``, and count none; those made before fusion
+        have ``extended`` for ``kept``.
 
     Returns
     -------
@@ -356,7 +359,7 @@ def lifted_counts(candidates: pd.DataFrame, threshold: float) -> dict[str, int]:
     """
     if not len(candidates) or "p_model" not in candidates or candidates["p_model"].isna().all():
         return {"detections_lifted": 0, "true_detections_lifted": 0}
-    kept = candidates["extended"].astype(bool) & (candidates["p"] > threshold)
+    kept = candidates["kept" if "kept" in candidates else "extended"].astype(bool) & (candidates["p"] > threshold)
     lifted = kept & ~(candidates["p_model"] > threshold)
     return {"detections_lifted": int(lifted.sum()),
             "true_detections_lifted": int((lifted & candidates["true"].astype(bool)).sum())}

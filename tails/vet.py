@@ -626,6 +626,9 @@ def check_vet_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"tails.vet.compact_odds must be 1 (off) or more, not {out['compact_odds']!r}")
     out["compact_min_significance"] = number("compact_min_significance", out.get("compact_min_significance"), False)
     out["compact_max_fraction"] = number("compact_max_fraction", out.get("compact_max_fraction"), True)
+    fusion = out.get("fusion")
+    if fusion is not None and not (isinstance(fusion, str) and fusion.strip()):
+        raise ValueError(f"tails.vet.fusion must be \"auto\", a path to a fusion file or null, not {fusion!r}")
     return out
 
 

@@ -150,7 +150,7 @@ def _write_fake_report(folder, seeds, frames, false_positives, threshold=0.5, se
                                "source": ["comet"] * frames + ["asteroid"] * false_positives})
     candidates = detections.assign(p_tile=0.9, p_model=0.9, ext_sigma=3.0, ext_fraction=0.3, ext_width=1.5,
                                    ext_elongation=1.1, ext_snr=30.0, trailed=False, extended=True,
-                                   compact=False)[list(CANDIDATE_COLUMNS)]
+                                   compact=False, kept=True, seeing=2.0)[list(CANDIDATE_COLUMNS)]
     tiles = pd.DataFrame({"frame": np.repeat(names, 3), "row0": 0, "col0": 0, "p": np.tile([0.9, 0.1, 0.6], frames),
                           "positive": np.tile([True, False, False], frames), "partial_coma": False})
     metrics = compute_metrics(comets, detections, tiles, frames, threshold, point_sources_per_frame=5.0)

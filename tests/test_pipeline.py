@@ -224,3 +224,30 @@ def test_a_night_from_kowalski_skips_bad_frames_and_sums_up(tmp_path, fresh_chec
     csvs = sorted(p.name for p in (tmp_path / "out" / "runs" / "20191014").glob("*.csv"))
     assert csvs == [f"{n}.csv" for n in served]
     assert "no science image at" in r.stderr  # the skipped frames are named with their reason
+
+
+def test_a_fusion_scores_the_measured_candidates_in_place_of_the_rules(tmp_path):
+    """tails.fusion in the detector: here one tree, on the width across (``ext_width``)."""
+    from tails.fusion import Fusion
+
+    tree = {"feature": np.array([3, -1, -1]), "threshold": np.array([1.2, 0.0, 0.0]), "left": np.array([1, 0, 0]),
+            "right": np.array([2, 0, 0]), "missing_left": np.array([True, False, False]),
+            "value": np.array([0.0, -4.0, 4.0])}
+    fusion = Fusion(baseline=0.0, offset=1.0, min_model_score=0.02, trees=[tree])
+    x0, y0 = 150.0, 200.0
+    results = {}
+    for kind, sigma in (("sharp", 1.5), ("fuzzy", 3.0)):
+        write_irsa_frame(tmp_path / kind, FRAME_NAME, frame=_frame_with_transient(x0, y0, sigma=sigma, n_sources=30))
+        with IrsaServer(tmp_path / kind) as server:
+            # compact_odds 1: the rules would keep neither at the model's 0.3
+            cfg = _config(server.url)
+            cfg["tails"]["vet"]["compact_odds"] = 1.0
+            results[kind] = process_frame(FRAME_NAME, model=peak_model(score=0.3), config=cfg,
+                                          base_path=tmp_path / f"out-{kind}", fusion=fusion)
+    fuzzy, sharp = results["fuzzy"], results["sharp"]
+    assert len(fuzzy.detections) == 1 and (fuzzy.detections.loc[0, "x"], fuzzy.detections.loc[0, "y"]) == (x0, y0)
+    assert fuzzy.detections.loc[0, "p"] == pytest.approx(1 / (1 + np.exp(-3.0)))  # 4 - the offset of 1
+    cand = fuzzy.candidates.loc[0]
+    assert cand["kept"] and cand["p_model"] == pytest.approx(0.3) and cand["ext_width"] > 1.2
+    assert len(sharp.detections) == 0
+    assert sharp.candidates.loc[0, "p"] == pytest.approx(1 / (1 + np.exp(5.0)))

@@ -20,7 +20,7 @@ SIGMA_PSF = 1.2  # px
 FWHM = 2.3548 * SIGMA_PSF
 CFG = {"enabled": True, "r1_fwhm": 1.0, "r2_fwhm": [2.5, 6.0], "min_significance": 2.0, "min_fraction": 0.1,
        "trail_max_width": 1.15, "trail_min_elongation": 1.6, "trail_min_snr": 20.0,
-       "compact_odds": 19.0, "compact_min_significance": 20.0, "compact_max_fraction": 0.7}
+       "compact_odds": 19.0, "compact_min_significance": 20.0, "compact_max_fraction": 0.7, "fusion": "auto"}
 
 
 def _gaussian(shape, x0, y0, flux, sigma=SIGMA_PSF):
@@ -345,6 +345,8 @@ def test_vetting_is_the_same_every_time(field):
         ({"trail_min_elongation": 0}, "tails.vet.trail_min_elongation must be a positive number"),
         ({"trail_min_snr": "high"}, "tails.vet.trail_min_snr must be a number"),
         ({"compact_odds": 0.5}, r"tails.vet.compact_odds must be 1 \(off\) or more"),
+        ({"fusion": ""}, "tails.vet.fusion must be \"auto\", a path to a fusion file or null"),
+        ({"fusion": 1}, "tails.vet.fusion must be"),
         ({"compact_odds": None}, "tails.vet.compact_odds must be a positive number"),
         ({"compact_min_significance": "many"}, "tails.vet.compact_min_significance must be a number"),
         ({"compact_max_fraction": 0}, "tails.vet.compact_max_fraction must be a positive number"),
