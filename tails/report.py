@@ -182,11 +182,16 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     seeds = ", ".join(f"{a} to {b - 1}" for a, b in metrics.get("seed_ranges") or [metrics["seeds"]])
     seeing = metrics.get("seeing")
     seeing = "" if seeing is None else f', seeing drawn uniformly in {seeing[0]:g}"-{seeing[1]:g}"'
+    fusion = metrics.get("fusion")
+    scored = "" if not fusion else (
+        f" on the score of its fusion (`tails.fusion`, fitted on {fusion.get('frames', '?')} frames, "
+        f"0.5 at {fusion.get('fp_per_frame', float('nan')):g} false positives per ccd-quadrant)"
+    )
     lines = [
         f"Model `{metrics['model']}`, {c['frames']} simulated frames (seeds {seeds}; {c['frames_failed']} failed"
         f"{seeing}), "
         f"{c['comets']} comets, threshold "
-        f"{metrics['score_threshold']:g}, match radius {metrics['match_radius_pix']:g} px. Intervals are "
+        f"{metrics['score_threshold']:g}{scored}, match radius {metrics['match_radius_pix']:g} px. Intervals are "
         f"two-sided {level} confidence intervals (`tails.intervals`).",
         "",
     ]

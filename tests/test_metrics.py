@@ -308,6 +308,9 @@ def test_markdown_report_tabulates_the_headline_numbers():
     assert "| false positives per frame, 95 % interval | 0.013-2.786 |" in text
     assert "| recall of r < 19 | 100.0 % | 15.8-100.0 % | >= 99 % | undecided |" in text
     assert "| localisation RMSE (px) | 2.236 |" in text and "| <= 1.5 | " in text
+    assert "threshold 0.5, match radius" in text  # scored by the rules
+    fused = markdown_report({**m, "fusion": {"frames": 1100, "fp_per_frame": 0.02}})
+    assert "threshold 0.5 on the score of its fusion (`tails.fusion`, fitted on 1100 frames, 0.5 at 0.02 " in fused
 
 
 def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
