@@ -102,8 +102,8 @@ class TailsWorker:
     def __init__(self, config: Mapping[str, Any]):
         from tails.crossmatch import MPChecker, SkyBot
         from tails.fritz import FritzClient
-        from tails.irsa import IrsaClient
         from tails.fusion import fusion_from_config
+        from tails.irsa import IrsaClient
         from tails.litert import detector_from_config
         from tails.models import warn_if_experimental
 

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .fusion import Fusion
 from .frames import DIFF_SUFFIX, SCI_SUFFIX, parse_frame, sci_url
+from .fusion import Fusion
 from .image import PLATE_SCALE, cut_tiles
 from .preprocess import preprocess_tiles
 from .refine import check_refine_config, refine_candidates

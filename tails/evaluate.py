@@ -84,8 +84,9 @@ REPORT_FILES = (
 )
 
 #: Columns of ``candidates.csv``: the frame, its seed, the candidate as
-#: :attr:`tails.detect.FrameResult.candidates` has it, and its match with the truth and what lies
-#: there (:func:`tails.truth.sources_at`), as in ``detections.csv``.
+#: :attr:`tails.detect.FrameResult.candidates` has it, the frame's seeing (header SEEING, arcsec;
+#: what :mod:`tails.fusion` is fitted on), and its match with the truth and what lies there
+#: (:func:`tails.truth.sources_at`), as in ``detections.csv``.
 CANDIDATE_COLUMNS = (
     "frame", "seed", "p_tile", "p_model", "p", "x", "y", "ext_sigma", "ext_fraction", "ext_width",
     "ext_elongation", "ext_snr", "trailed", "extended", "compact", "kept", "seeing", "true", "nearest_comet_pix",
