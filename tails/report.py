@@ -183,6 +183,7 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     seeing = metrics.get("seeing")
     seeing = "" if seeing is None else f', seeing drawn uniformly in {seeing[0]:g}"-{seeing[1]:g}"'
     fusion = metrics.get("fusion")
+    lift = "by the fusion's score (`tails.fusion`)" if fusion else "for a compact coma (`tails.vet`)"
     scored = "" if not fusion else (
         f" on the score of its fusion (`tails.fusion`, fitted on {fusion.get('frames', '?')} frames, "
         f"0.5 at {fusion.get('fp_per_frame', float('nan')):g} false positives per ccd-quadrant)"
@@ -232,7 +233,7 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         f"| comets a matched filter finds at S/N >= {DETECTABLE_SNR:g} (detectable) | {c.get('comets_detectable', 0)} |",
         f"| of those, with S/N >= {DETECTABLE_SNR:g} beyond a point source (extended) | {c.get('comets_extended', 0)} |",
         f"| detections over threshold | {c['detections']} ({c['true_detections']} true) |",
-        f"| of those, over it only for a compact coma (`tails.vet`) | {c.get('detections_lifted', 0)} "
+        f"| of those, over it only {lift}, the model's own score under it | {c.get('detections_lifted', 0)} "
         f"({c.get('true_detections_lifted', 0)} true) |",
         f"| false positives | {fp['total']} |",
         f"| false positives per frame (ccd-quadrant) | {num(fp['per_frame'], '.3f')} |",

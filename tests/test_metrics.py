@@ -311,6 +311,8 @@ def test_markdown_report_tabulates_the_headline_numbers():
     assert "threshold 0.5, match radius" in text  # scored by the rules
     fused = markdown_report({**m, "fusion": {"frames": 1100, "fp_per_frame": 0.02}})
     assert "threshold 0.5 on the score of its fusion (`tails.fusion`, fitted on 1100 frames, 0.5 at 0.02 " in fused
+    assert "over it only by the fusion's score (`tails.fusion`), the model's own score under it |" in fused
+    assert "over it only for a compact coma (`tails.vet`), the model's own score under it |" in text
 
 
 def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
