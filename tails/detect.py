@@ -312,7 +312,7 @@ def detector_scores(
     except (TypeError, ValueError):
         seeing = float("nan")
     measures = out[["ext_sigma", "ext_width"]].to_numpy(float) if len(out) else np.zeros((0, 2))
-    if fusion is not None and vet["enabled"] and np.isfinite(seeing) and np.isfinite(measures).any():
+    if fusion is not None and np.isfinite(seeing) and np.isfinite(measures).any():
         out["p"] = fusion.score(out, seeing)
         out["kept"] = True
         return out, True

@@ -55,7 +55,7 @@ __all__ = [
     "fusion_beside",
     "fusion_from_config",
     "fit_fusion",
-    "frame_features",
+    "feature_matrix",
     "read_evaluations",
     "fit_fusion_command",
 ]
@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 #: seeing FWHM in arcsec (header SEEING).  ``ext_snr`` is left out: the evaluation runs of
 #: before 2026-12-06 did not record it, and it added nothing the other measures do not say.
 FEATURES: tuple[str, ...] = ("p_model", "ext_sigma", "ext_fraction", "ext_width", "ext_elongation", "seeing")
+
+#: Columns a fitting table needs: the features, the truth and the frame (a fold's unit).
+FIT_COLUMNS: tuple[str, ...] = (*FEATURES, "true", "frame")
 
 #: Name of a fusion file beside a model's weights.
 FUSION_FILENAME = "fusion.json"
@@ -142,21 +145,20 @@ class Fusion:
         seeing : float
             The frame's seeing FWHM, arcsec.
         """
-        x = frame_features(candidates, seeing)
+        x = feature_matrix(candidates.assign(seeing=float(seeing)))
         z = np.clip(self.log_odds(x) - self.offset, -500, 500)
         p = 1.0 / (1.0 + np.exp(-z))
         return np.where(x[:, 0] >= self.min_model_score, p, 0.0)
 
 
-def frame_features(candidates: pd.DataFrame, seeing: float) -> np.ndarray:
-    """Rows of :data:`FEATURES` for a frame's candidates (missing measures as NaN)."""
-    cols = [
-        np.full(len(candidates), float(seeing)) if name == "seeing"
-        else pd.to_numeric(candidates[name], errors="coerce").to_numpy(float) if name in candidates
-        else np.full(len(candidates), np.nan)
-        for name in FEATURES
-    ]
-    return np.column_stack(cols) if cols else np.empty((len(candidates), 0))
+def feature_matrix(table: pd.DataFrame) -> np.ndarray:
+    """Rows of :data:`FEATURES` from a table with those columns (what is not a number as NaN)."""
+    return np.column_stack([pd.to_numeric(table[name], errors="coerce").to_numpy(float) for name in FEATURES])
+
+
+def _lacking(table: pd.DataFrame) -> list[str]:
+    """The :data:`FIT_COLUMNS` a table lacks."""
+    return [c for c in FIT_COLUMNS if c not in table]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +310,7 @@ def fit_fusion(
 
     if not 0 < fp_per_frame:
         raise ValueError(f"fp_per_frame must be positive, got {fp_per_frame!r}")
-    missing = [c for c in (*FEATURES, "true", "frame") if c not in candidates]
+    missing = _lacking(candidates)
     if missing:
         raise ValueError(f"the candidates lack the column(s) {', '.join(missing)}")
     c = candidates[pd.to_numeric(candidates["p_model"], errors="coerce") >= min_model_score].reset_index(drop=True)
@@ -317,7 +319,7 @@ def fit_fusion(
         raise ValueError(
             f"the candidates must hold comets and other sources both; got {int(y.sum())} comets in {len(y)}"
         )
-    x = np.column_stack([pd.to_numeric(c[f], errors="coerce").to_numpy(float) for f in FEATURES])
+    x = feature_matrix(c)
 
     def trees() -> Any:
         return HistGradientBoostingClassifier(**TREE_SETTINGS, random_state=seed)
@@ -373,13 +375,14 @@ def _tree_arrays(nodes: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def read_evaluations(folders: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, int]:
-    """The candidates of ``tails evaluate`` report folders, with each frame's seeing, and their frames.
+def read_evaluations(folders: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, list[dict]]:
+    """The candidates of ``tails evaluate`` report folders, with each frame's seeing, and their headers.
 
     A folder's seeing per frame comes from its ``candidates.csv`` or else its ``comets.csv``
-    (runs of before 2026-12-07 did not put it in the candidates).
+    (runs of before 2026-12-07 did not put it in the candidates).  The headers are the folders'
+    ``metrics.json``; their ``counts.frames`` sum to the frames the candidates come from.
     """
-    tables, n_frames = [], 0
+    tables, headers = [], []
     for folder in folders:
         folder = Path(folder)
         try:
@@ -390,7 +393,7 @@ def read_evaluations(folders: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame
         if "seeing" not in cands:
             comets = pd.read_csv(folder / "comets.csv")
             cands["seeing"] = cands["frame"].map(comets.groupby("frame")["seeing"].first())
-        missing = [c for c in (*FEATURES, "true", "frame") if c not in cands]
+        missing = _lacking(cands)
         if missing:
             raise ValueError(
                 f"{folder}/candidates.csv lacks {', '.join(missing)}: it was made before vetting measured them; "
@@ -398,8 +401,8 @@ def read_evaluations(folders: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame
             )
         cands["frame"] = folder.name + "/" + cands["frame"].astype(str)
         tables.append(cands)
-        n_frames += int(metrics["counts"]["frames"])
-    return pd.concat(tables, ignore_index=True), n_frames
+        headers.append(metrics)
+    return pd.concat(tables, ignore_index=True), headers
 
 
 def fit_fusion_command(
@@ -444,14 +447,14 @@ def fit_fusion_command(
     for name, v in (("fp_per_frame", fp_per_frame), ("min_model_score", min_model_score)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
             raise ValueError(f"--{name} must be a number between 0 and 1, got {v!r}")
-    headers = [json.loads((Path(r) / "metrics.json").read_text()) for r in reports if (Path(r) / "metrics.json").is_file()]
+    candidates, headers = read_evaluations(reports)
     models = {h.get("model") for h in headers}
     if len(models) > 1:
         raise ValueError(f"the reports are of different models ({', '.join(sorted(map(str, models)))}); a fusion weighs one model's scores")
-    candidates, n_frames = read_evaluations(reports)
+    n_frames = sum(int(h["counts"]["frames"]) for h in headers)
     fusion = fit_fusion(candidates, n_frames, fp_per_frame=float(fp_per_frame),
                         min_model_score=float(min_model_score), seed=int(seed))
-    fusion.meta.update({"model": models.pop() if models else None,
+    fusion.meta.update({"model": models.pop(),
                         "seeds": [h.get("seeds") for h in headers]})
     save_fusion(fusion, output_path)
     oof = fusion.meta["out_of_fold"]
