@@ -7,10 +7,13 @@
 3. run ``scripts/run_tails.py`` on the frame (download -> SWarp -> tiles -> model -> CSV);
 4. print the CSV and name the PNG.
 
-    python scripts/demo.py [--checkpoint=PATH.weights.h5]
+    python scripts/demo.py [--checkpoint=PATH.weights.h5] [--seed=2019] [--config=CONFIG.yaml]
 
 The model is the bundled one unless ``--checkpoint`` names another; with neither, the demo stops
-at once with a message saying so.
+at once with a message saying so.  ``--seed`` simulates another realisation of the field (its
+stars, galaxies, asteroids, noise and the reference's footprint; the comet stays where it is):
+``tests/test_borisov.py`` uses 3019.  ``--config`` starts from another configuration than the
+defaults (``tails.vet.fusion: null``, say); its ``irsa.url`` is pointed at ``demo/irsa``.
 """
 
 import argparse
@@ -26,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tails.config import load_config  # noqa: E402
+from tails.config import ConfigError, load_config  # noqa: E402
 from tails.efficientdet import find_bundled_checkpoint  # noqa: E402
 from tails.simulate import simulate_frame, write_frame  # noqa: E402
 
@@ -40,6 +43,8 @@ SEED = 2019
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tails on a simulated 2I/Borisov frame.")
     parser.add_argument("--checkpoint", help="model weights (.weights.h5); default: the bundled model")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"seed of the simulated field (default {SEED})")
+    parser.add_argument("--config", help="configuration to start from (default: config.defaults.yaml)")
     args = parser.parse_args(argv)
     if args.checkpoint is None:
         try:
@@ -54,10 +59,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     demo = ROOT / "demo"
     irsa = demo / "irsa"
-    print(f"simulating {NAME} with a Borisov-like comet at (558, 2639) into {irsa}")
-    write_frame(simulate_frame(NAME, seed=SEED, comets=[BORISOV]), irsa)
+    try:
+        cfg = copy.deepcopy(load_config(args.config))
+    except ConfigError as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 2
+    print(f"simulating {NAME} (seed {args.seed}) with a Borisov-like comet at (558, 2639) into {irsa}")
+    write_frame(simulate_frame(NAME, seed=args.seed, comets=[BORISOV]), irsa)
 
-    cfg = copy.deepcopy(load_config())
     cfg["irsa"]["url"] = irsa.resolve().as_uri() + "/"
     (demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 

@@ -47,3 +47,13 @@ def test_borisov_is_found_once_where_it_is(tmp_path):
     assert len(det) == 1, det
     assert det.loc[0, "p"] > 0.9
     assert np.hypot(det.loc[0, "x"] - 558, det.loc[0, "y"] - 2639) < 5
+
+
+def test_the_demo_refuses_a_missing_config_before_it_simulates(tmp_path, capsys):
+    from demo import main
+
+    before = sorted((ROOT / "demo").rglob("*")) if (ROOT / "demo").exists() else []
+    assert main([f"--config={tmp_path / 'missing.yaml'}"]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
+    after = sorted((ROOT / "demo").rglob("*")) if (ROOT / "demo").exists() else []
+    assert after == before
