@@ -177,3 +177,41 @@ def test_fit_fusion_reads_reports_and_refuses_what_it_cannot_fit(tmp_path):
     with pytest.raises(ValueError, match="comets and other sources both"):
         fu.fit_fusion_command(str(no_comets), output=str(tmp_path / "f2.json"))
     assert not (tmp_path / "f2.json").exists()
+
+
+def _positioned_report(folder, seed, n_frames=40):
+    """A report of drawn candidates with positions, the rules' verdicts and the comets they lie on."""
+    c = _candidates(seed=seed, n_frames=n_frames)
+    rng = np.random.default_rng(seed)
+    c["x"], c["y"] = rng.uniform(0, 3000, len(c)), rng.uniform(0, 3000, len(c))
+    c["extended"] = (c["ext_sigma"] >= 2) & (c["ext_fraction"] >= 0.1)
+    c["compact"] = False
+    comets = c[c["true"]].assign(mag=rng.uniform(14, 20, int(c["true"].sum())))[["frame", "x", "y", "mag", "seeing"]]
+    _report(folder, c)
+    comets.to_csv(folder / "comets.csv", index=False)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "match_radius_pix": 10.0}))
+    return c
+
+
+def test_compare_scores_puts_the_rules_and_the_fusion_side_by_side(fitted, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from compare_scores import main
+
+    path = fu.save_fusion(fitted, tmp_path / "fusion.json")
+    a = _positioned_report(tmp_path / "a", seed=11)
+    _positioned_report(tmp_path / "b", seed=12)
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), f"--fusion={path}", "--fp=0.05"]) == 0
+    out = capsys.readouterr().out
+    rules_row = next(line for line in out.splitlines() if line.startswith("| rules | ") and "px" in line)
+    # the rules' false positives, counted here from report a and b's candidates directly
+    b = pd.read_csv(tmp_path / "b" / "candidates.csv")
+    both = pd.concat([a, b])
+    n_fp = int((both["extended"] & (both["p_model"] > 0.5) & ~both["true"]).sum())
+    assert f"({n_fp}; " in rules_row
+    assert "| the fusion alone |" in out and "at most ... false positives" in out
+    assert main([str(tmp_path / "nothing"), f"--fusion={path}"]) == 2
+    assert "not a `tails evaluate` report folder" in capsys.readouterr().err
