@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg["irsa"]["url"] = irsa.resolve().as_uri() + "/"
     (demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    shutil.rmtree(demo / "runs", ignore_errors=True)  # no candidates of an earlier demo
+    # no candidates of an earlier demo, and no images of its field in the download cache, which
+    # would be used in place of the frame just simulated (a valid cached file is never fetched again)
+    for folder in ("runs", "data"):
+        shutil.rmtree(demo / folder, ignore_errors=True)
     cmd = [
         sys.executable, str(ROOT / "scripts" / "run_tails.py"),
         f"--config={demo / 'config.yaml'}", "--score_threshold=0.5", "--cleanup=none",
