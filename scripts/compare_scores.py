@@ -48,9 +48,10 @@ def bin_label(lo: float, hi: float) -> str:
     return f"< {hi:g}" if not np.isfinite(lo) else f"{lo:g}-{hi:g}"
 
 
-def read_reports(reports: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, int, float]:
+def read_reports(reports: list[str], fusion) -> tuple[pd.DataFrame, pd.DataFrame, int, float]:
     """Candidates and comets of the reports (frames named ``REPORT/frame``), frames and match radius."""
     candidates, headers = read_evaluations(reports)
+    check_model(headers, fusion)
     comets = pd.concat(
         [pd.read_csv(Path(r) / "comets.csv").assign(frame=lambda d, r=r: Path(r).name + "/" + d["frame"].astype(str))
          for r in reports],
@@ -60,6 +61,17 @@ def read_reports(reports: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, int, f
     if len(radii) > 1:
         raise ValueError(f"the reports match comets within different radii ({sorted(radii)}); compare like with like")
     return candidates, comets, sum(int(h["counts"]["frames"]) for h in headers), radii.pop()
+
+
+def check_model(headers: list[dict], fusion) -> None:
+    """Refuse reports of several models, or of another model than the fusion's."""
+    models = {h.get("model") for h in headers}
+    if len(models) > 1:
+        raise ValueError(f"the reports are of different models ({', '.join(sorted(map(str, models)))}); give one model's")
+    fitted_for = fusion.meta.get("model")
+    if fitted_for is not None and models != {fitted_for}:
+        raise ValueError(f"the fusion weighs the scores of {fitted_for}, the reports are of {models.pop()}: "
+                         "give the fusion of that model (--fusion=PATH)")
 
 
 def scored(candidates: pd.DataFrame, vet: dict, fusion) -> np.ndarray:
@@ -95,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        budgets = [float(v) for v in args.fp.split(",")]
+        try:
+            budgets = [float(v) for v in args.fp.split(",")]
+        except ValueError:
+            raise ValueError(f"--fp takes false positives per ccd-quadrant separated by commas, not {args.fp!r}") from None
+        if not 0 <= args.threshold <= 1 or not all(b > 0 for b in budgets):
+            raise ValueError("--threshold must lie in [0, 1] and each --fp be positive")
         fusion = load_fusion(args.fusion) if args.fusion else fusion_from_config(cfg)
         if fusion is None:
             raise ValueError("no fusion to compare: give --fusion=PATH")
-        candidates, comets, n_frames, radius = read_reports(args.reports)
+        candidates, comets, n_frames, radius = read_reports(args.reports, fusion)
     except (ConfigError, ValueError, OSError) as err:
         print(f"compare_scores: {err}", file=sys.stderr)
         return 2

@@ -201,7 +201,9 @@ def test_compare_scores_puts_the_rules_and_the_fusion_side_by_side(fitted, tmp_p
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from compare_scores import main
 
-    path = fu.save_fusion(fitted, tmp_path / "fusion.json")
+    import dataclasses
+
+    path = fu.save_fusion(dataclasses.replace(fitted, meta={**fitted.meta, "model": "tails-x"}), tmp_path / "fusion.json")
     a = _positioned_report(tmp_path / "a", seed=11)
     _positioned_report(tmp_path / "b", seed=12)
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), f"--fusion={path}", "--fp=0.05"]) == 0
@@ -215,3 +217,8 @@ def test_compare_scores_puts_the_rules_and_the_fusion_side_by_side(fitted, tmp_p
     assert "| the fusion alone |" in out and "at most ... false positives" in out
     assert main([str(tmp_path / "nothing"), f"--fusion={path}"]) == 2
     assert "not a `tails evaluate` report folder" in capsys.readouterr().err
+    assert main([str(tmp_path / "a"), f"--fusion={path}", "--fp=few"]) == 2
+    assert "--fp takes false positives" in capsys.readouterr().err
+    other = _report(tmp_path / "c", _candidates(seed=13, n_frames=5), model="tails-y")
+    assert main([str(other), f"--fusion={path}"]) == 2
+    assert "the fusion weighs the scores of tails-x, the reports are of tails-y" in capsys.readouterr().err
