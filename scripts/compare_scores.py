@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from tails.config import ConfigError, load_config  # noqa: E402
 from tails.detect import detector_scores  # noqa: E402
-from tails.fusion import fusion_from_config, load_fusion, read_evaluations  # noqa: E402
+from tails.fusion import fusion_from_config, load_fusion, read_evaluations, reports_model  # noqa: E402
 from tails.intervals import binomial_interval, poisson_interval  # noqa: E402
 from tails.metrics import match_detections, recall_at_false_positives  # noqa: E402
 from tails.vet import check_vet_config  # noqa: E402
@@ -65,12 +65,10 @@ def read_reports(reports: list[str], fusion) -> tuple[pd.DataFrame, pd.DataFrame
 
 def check_model(headers: list[dict], fusion) -> None:
     """Refuse reports of several models, or of another model than the fusion's."""
-    models = {h.get("model") for h in headers}
-    if len(models) > 1:
-        raise ValueError(f"the reports are of different models ({', '.join(sorted(map(str, models)))}); give one model's")
+    model = reports_model(headers)
     fitted_for = fusion.meta.get("model")
-    if fitted_for is not None and models != {fitted_for}:
-        raise ValueError(f"the fusion weighs the scores of {fitted_for}, the reports are of {models.pop()}: "
+    if fitted_for is not None and model != fitted_for:
+        raise ValueError(f"the fusion weighs the scores of {fitted_for}, the reports are of {model}: "
                          "give the fusion of that model (--fusion=PATH)")
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "fit_fusion",
     "feature_matrix",
     "read_evaluations",
+    "reports_model",
     "fit_fusion_command",
 ]
 
@@ -405,6 +406,15 @@ def read_evaluations(folders: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame
     return pd.concat(tables, ignore_index=True), headers
 
 
+def reports_model(headers: Sequence[Mapping[str, Any]]) -> Any:
+    """The model whose scores reports hold (their ``metrics.json``); refuses reports of several."""
+    models = {h.get("model") for h in headers}
+    if len(models) > 1:
+        raise ValueError(f"the reports are of different models ({', '.join(sorted(map(str, models)))}); "
+                         "a fusion weighs one model's scores")
+    return models.pop()
+
+
 def fit_fusion_command(
     *reports: str,
     output: str,
@@ -448,13 +458,11 @@ def fit_fusion_command(
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
             raise ValueError(f"--{name} must be a number between 0 and 1, got {v!r}")
     candidates, headers = read_evaluations(reports)
-    models = {h.get("model") for h in headers}
-    if len(models) > 1:
-        raise ValueError(f"the reports are of different models ({', '.join(sorted(map(str, models)))}); a fusion weighs one model's scores")
+    model = reports_model(headers)
     n_frames = sum(int(h["counts"]["frames"]) for h in headers)
     fusion = fit_fusion(candidates, n_frames, fp_per_frame=float(fp_per_frame),
                         min_model_score=float(min_model_score), seed=int(seed))
-    fusion.meta.update({"model": models.pop(),
+    fusion.meta.update({"model": model,
                         "seeds": [h.get("seeds") for h in headers]})
     save_fusion(fusion, output_path)
     oof = fusion.meta["out_of_fold"]
