@@ -316,7 +316,7 @@ def _evaluate_frame(
     from .dataset import label_tiles
     from .detect import process_frame
     from .frames import SCI_SUFFIX, parse_frame, sci_url
-    from .simulate import simulate_frame, write_frame
+    from .simulate import COMET_COLOUR, simulate_frame, write_frame
 
     t0 = time.perf_counter()
     sim = simulate_frame(name, seed=seed, n_comets=ecfg["comets_per_frame"], seeing_range=ecfg["seeing"])
@@ -363,6 +363,9 @@ def _evaluate_frame(
     m_thr = match_detections(det_xy[above], det_p[above], nuclei, radius)
     mag, coma = _comet_properties(comets, pixscale)
     snr = comets.reindex(columns=["snr", "snr_matched", "snr_extended"]).astype(float)  # NaN in older truth tables
+    # the frame's 5-sigma point-source limit, and how far above it each comet is in the frame's filter
+    maglim = float(header.get("MAGLIM", np.nan))
+    depth = maglim - (mag + COMET_COLOUR.get(parse_frame(name).filter, 0.0))
     acc.comets.append(
         pd.DataFrame(
             {
@@ -380,6 +383,8 @@ def _evaluate_frame(
                 "best_p": m.comet_best_p,
                 "offset_pix": m_thr.comet_offset,
                 "seeing": float(header.get("SEEING", np.nan)),
+                "maglim": maglim,
+                "depth": depth,
             }
         )
     )
@@ -528,7 +533,8 @@ def evaluate(
         )
 
     comets = _concat(acc.comets, ["frame", "seed", "x", "y", "mag", "coma_arcsec", "tail_arcsec", "snr", "snr_matched",
-                                  "snr_extended", "in_reference", "best_p", "offset_pix", "seeing"])
+                                  "snr_extended", "in_reference", "best_p", "offset_pix", "seeing", "maglim",
+                                  "depth"])
     detections = _concat(acc.detections, ["frame", "seed", "p", "x", "y", "true", "nearest_comet_pix", "seeing"])
     candidates = _concat(acc.candidates, list(CANDIDATE_COLUMNS))
     tiles = _concat(acc.tiles, ["frame", "row0", "col0", "p", "positive", "partial_coma"])

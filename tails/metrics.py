@@ -51,6 +51,8 @@ __all__ = [
     "TARGET_MAGNITUDE_BINS",
     "COMA_BINS",
     "SEEING_BINS",
+    "MAGLIM_BINS",
+    "DEPTH_BINS",
     "SNR_BINS",
     "DETECTABLE_SNR",
     "IDEAL_CONFUSER_MAG",
@@ -63,7 +65,7 @@ __all__ = [
     "localisation_stats",
     "count_false_positives",
     "lifted_counts",
-    "by_seeing",
+    "by_frame_condition",
     "false_positives_by_source",
     "judge_targets",
     "roc_curve",
@@ -107,6 +109,30 @@ SEEING_BINS: tuple[tuple[str, float, float], ...] = (
     ("2-2.4", 2.0, 2.4),
     ("2.4-2.8", 2.4, 2.8),
     (">2.8", 2.8, math.inf),
+)
+
+#: Bins of the frame's 5-sigma point-source limit in magnitudes (header MAGLIM), about ZTF's
+#: typical r ~20.6 in 30 s, from twilight's shallow frames to 21.7 on a good night (ZTF.md, "depth
+#: in 30 s, 5 sigma").
+MAGLIM_BINS: tuple[tuple[str, float, float], ...] = (
+    ("<19.5", -math.inf, 19.5),
+    ("19.5-20", 19.5, 20.0),
+    ("20-20.5", 20.0, 20.5),
+    ("20.5-21", 20.5, 21.0),
+    (">21", 21.0, math.inf),
+)
+
+#: Bins of how many magnitudes a comet is brighter, in total, than its frame's 5-sigma
+#: point-source limit (``depth``: MAGLIM minus the comet's magnitude in the frame's filter).  A
+#: measure that carries over between frames, skies and surveys where a magnitude does not: a
+#: coma spreads the light that a point source keeps in a few pixels.
+DEPTH_BINS: tuple[tuple[str, float, float], ...] = (
+    ("<1", -math.inf, 1.0),
+    ("1-2", 1.0, 2.0),
+    ("2-3", 2.0, 3.0),
+    ("3-4", 3.0, 4.0),
+    ("4-5", 4.0, 5.0),
+    (">5", 5.0, math.inf),
 )
 
 #: Bins of the comet core's expected signal-to-noise (the simulator's truth column ``snr``):
@@ -365,39 +391,47 @@ def lifted_counts(candidates: pd.DataFrame, threshold: float) -> dict[str, int]:
             "true_detections_lifted": int((lifted & candidates["true"].astype(bool)).sum())}
 
 
-def by_seeing(comets: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> dict[str, dict[str, Any]]:
-    """False positives per frame and recall of r < 19, in bins of the frames' seeing (:data:`SEEING_BINS`).
+def by_frame_condition(
+    comets: pd.DataFrame, detections: pd.DataFrame, threshold: float, column: str,
+    bins: Sequence[tuple[str, float, float]],
+) -> dict[str, dict[str, Any]]:
+    """False positives per frame and recall of r < 19, in bins of a condition of the frames.
 
     Parameters
     ----------
     comets : DataFrame
-        ``frame``, ``seeing`` (arcsec), ``mag`` and ``best_p`` of every comet; a frame is counted
-        in a bin through its comets.
+        ``frame``, ``column`` (the frame's condition, the same on all its comets), ``mag`` and
+        ``best_p`` of every comet; a frame is counted in a bin through its comets.
     detections : DataFrame
         ``frame``, ``p`` and ``true`` of every detection.
     threshold : float
         The score threshold.
+    column : str
+        The condition: ``seeing`` (header SEEING, arcsec; :data:`SEEING_BINS`) or ``maglim``
+        (header MAGLIM; :data:`MAGLIM_BINS`).
+    bins : sequence of (label, low, high)
+        Bins of it, low <= value < high.
 
     Returns
     -------
     dict
         ``label -> {"low", "high", "frames", "false_positives", "per_frame", "per_frame_interval",
         "comets_r_lt_19", "recalled_r_lt_19", "recall_r_lt_19", "interval"}``, with Garwood's
-        and Clopper-Pearson's intervals (:mod:`tails.intervals`); empty if the tables have no
-        ``seeing`` (reports made before it was recorded).
+        and Clopper-Pearson's intervals (:mod:`tails.intervals`); empty if the comets lack
+        ``column`` (reports made before it was recorded).
     """
-    if "seeing" not in comets or "frame" not in detections:
+    if column not in comets or "frame" not in detections:
         return {}
-    seeing = comets.groupby("frame")["seeing"].first()
-    at = detections["frame"].map(seeing).to_numpy(float)
+    value = comets.groupby("frame")[column].first()
+    at = detections["frame"].map(value).to_numpy(float)
     p, true = detections["p"].to_numpy(float), detections["true"].to_numpy(bool)
     brightest = TARGET_MAGNITUDE_BINS[:1]  # "<19", the bin of the first recall target
     out = {}
-    for label, lo, hi in SEEING_BINS:
-        frames = int(((seeing >= lo) & (seeing < hi)).sum())
+    for label, lo, hi in bins:
+        frames = int(((value >= lo) & (value < hi)).sum())
         here = (at >= lo) & (at < hi)
         fp = count_false_positives(p[here], true[here], threshold, frames, n_tiles=0)
-        inside = comets[(comets["seeing"] >= lo) & (comets["seeing"] < hi)]
+        inside = comets[(comets[column] >= lo) & (comets[column] < hi)]
         recall, = binned_recall(inside["mag"].to_numpy(float), inside["best_p"].to_numpy(float) > threshold,
                                 brightest).values()
         out[label] = {
@@ -776,6 +810,8 @@ def compute_metrics(
             "by_core_snr": binned_recall(_column(comets, "snr"), recalled, SNR_BINS),
             "by_matched_snr": binned_recall(snr_matched, recalled, SNR_BINS),
             "by_extended_snr": binned_recall(snr_extended, recalled, SNR_BINS),
+            # how far above its frame's limit a comet is (reports made before it was recorded: none)
+            "by_depth": binned_recall(comets["depth"].to_numpy(float), recalled, DEPTH_BINS) if "depth" in comets else {},
             # the same target bins, of the comets that have a difference image around them
             "by_magnitude_targets_in_reference": binned_recall(mag[covered], recalled[covered], TARGET_MAGNITUDE_BINS),
             # and of those a matched filter finds at DETECTABLE_SNR (none outside the reference),
@@ -786,7 +822,8 @@ def compute_metrics(
         },
         "false_positives": false_positives,
         "recall_at_fp_per_frame": recall_at_false_positives(best_p, det_p, det_true, n_frames, magnitudes=mag),
-        "by_seeing": by_seeing(comets, detections, thr),
+        "by_seeing": by_frame_condition(comets, detections, thr, "seeing", SEEING_BINS),
+        "by_maglim": by_frame_condition(comets, detections, thr, "maglim", MAGLIM_BINS),
         "false_positives_by_source": false_positives_by_source(detections, thr),
         "ideal": ideal,
         "localisation": localisation,

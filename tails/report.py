@@ -221,7 +221,8 @@ def markdown_report(metrics: dict[str, Any]) -> str:
                        ("by_magnitude_targets_detectable", "r magnitude (targets), detectable"),
                        ("by_magnitude_targets_extended", "r magnitude (targets), detectable and extended"),
                        ("by_coma_radius_arcsec", "coma radius (arcsec)"), ("by_core_snr", "core S/N"),
-                       ("by_matched_snr", "matched-filter S/N"), ("by_extended_snr", "S/N beyond a point source")):
+                       ("by_matched_snr", "matched-filter S/N"), ("by_extended_snr", "S/N beyond a point source"),
+                       ("by_depth", "magnitudes brighter than the frame's 5-sigma limit (MAGLIM)")):
         for label, b in r.get(key, {}).items():
             lines.append(f"| {title} | {label} | {b['n']} | {b['recalled']} | {pct(b['recall'])} | "
                          f"{pct_range(b.get('interval'))} |")
@@ -249,14 +250,16 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         f"{num(tiles['average_precision'], '.3f')} |",
         "",
     ]
-    seeing = metrics.get("by_seeing") or {}
-    if seeing:
+    for key, title in (("by_seeing", "seeing (arcsec)"), ("by_maglim", "5-sigma limit of the frame (MAGLIM)")):
+        frames = metrics.get(key) or {}
+        if not frames:
+            continue
         lines += [
-            f"| seeing (arcsec) | frames | false positives | per frame | {level} interval | comets of r < 19 | "
+            f"| {title} | frames | false positives | per frame | {level} interval | comets of r < 19 | "
             f"recalled | {level} interval |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for label, b in seeing.items():
+        for label, b in frames.items():
             lines.append(f"| {label} | {b['frames']} | {b['false_positives']} | {num(b['per_frame'], '.3f')} | "
                          f"{_range(b['per_frame_interval'], lambda v: f'{v:.3f}')} | {b['comets_r_lt_19']} | "
                          f"{pct(b['recall_r_lt_19'])} | {pct_range(b['interval'])} |")

@@ -11,8 +11,10 @@ import pytest
 
 from tails.config import ConfigError, load_config
 from tails.evaluate import CANDIDATE_COLUMNS, REPORT_FILES, _json_safe, check_evaluate_config, evaluate, pool_reports
+from tails.frames import parse_frame
 from tails.intervals import poisson_interval
 from tails.metrics import compute_metrics
+from tails.simulate import COMET_COLOUR
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -101,6 +103,13 @@ def test_one_frame_end_to_end_writes_a_complete_report(config, tmp_path):
     assert pd.read_csv(out / "comets.csv")["seeing"].between(1.0, 4.0).all()
     assert detections["seeing"].between(1.0, 4.0).all()
     assert sum(b["frames"] for b in on_disk["by_seeing"].values()) == 1
+    # and its 5-sigma limit (header MAGLIM), and each comet how far above it it is in the frame's filter
+    comet_rows = pd.read_csv(out / "comets.csv")
+    assert comet_rows["maglim"].between(18.0, 23.0).all()
+    colour = comet_rows["frame"].map(lambda name: COMET_COLOUR[parse_frame(name).filter])
+    assert np.allclose(comet_rows["depth"], comet_rows["maglim"] - comet_rows["mag"] - colour)
+    assert sum(b["frames"] for b in on_disk["by_maglim"].values()) == 1
+    assert sum(b["n"] for b in on_disk["recall"]["by_depth"].values()) == 3
     # every candidate is in candidates.csv, those vetting dropped too; the kept ones are the detections
     candidates = pd.read_csv(out / "candidates.csv")
     assert candidates.columns.tolist() == list(CANDIDATE_COLUMNS)

@@ -11,7 +11,9 @@ import pytest
 from tails.intervals import binomial_interval, poisson_interval
 from tails.metrics import (
     COMA_BINS,
+    DEPTH_BINS,
     DETECTABLE_SNR,
+    MAGLIM_BINS,
     MAGNITUDE_BINS,
     SEEING_BINS,
     TARGET_MAGNITUDE_BINS,
@@ -337,6 +339,35 @@ def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
     assert "| >2.8 | 1 | 1 | 1.000 | 0.025-5.572 | 2 | 50.0 % | 1.3-98.7 % |" in text
     # a report made before the seeing was recorded has no breakdown
     assert compute_metrics(comets.drop(columns="seeing"), detections, tiles, 2, 0.5)["by_seeing"] == {}
+
+
+def test_false_positives_and_recall_are_broken_down_by_the_frames_depth():
+    # frame a is a deep dark one (MAGLIM 21.4), b a shallow twilight one (19.8): b's false positive
+    # and missed comet fall in its bin; each comet's recall is binned by its height above the limit
+    comets = pd.DataFrame({"frame": ["a", "a", "b", "b"], "maglim": [21.4, 21.4, 19.8, 19.8],
+                           "depth": [4.4, 1.9, 1.8, 1.3], "mag": [17.0, 19.5, 18.0, 18.5], "coma_arcsec": 10.0,
+                           "best_p": [0.9, 0.2, 0.8, 0.3], "offset_pix": [1.0, np.nan, 2.0, np.nan]})
+    detections = pd.DataFrame({"frame": ["a", "b", "b", "b"], "p": [0.9, 0.8, 0.95, 0.4],
+                               "true": [True, True, False, False]})
+    tiles = pd.DataFrame({"p": [0.9, 0.1], "positive": [True, False]})
+    m = compute_metrics(comets, detections, tiles, n_frames=2, score_threshold=0.5)
+    f = m["by_maglim"]
+    assert list(f) == [label for label, _, _ in MAGLIM_BINS]
+    assert (f[">21"]["frames"], f[">21"]["false_positives"], f[">21"]["recall_r_lt_19"]) == (1, 0, 1.0)
+    assert (f["19.5-20"]["frames"], f["19.5-20"]["false_positives"], f["19.5-20"]["recalled_r_lt_19"]) == (1, 1, 1)
+    d = m["recall"]["by_depth"]
+    assert list(d) == [label for label, _, _ in DEPTH_BINS]
+    assert (d["1-2"]["n"], d["1-2"]["recalled"], d["4-5"]["n"], d["4-5"]["recalled"]) == (3, 1, 1, 1)
+    text = markdown_report({**m, "model": "t", "seeds": [1, 3], "score_threshold": 0.5, "match_radius_pix": 10,
+                            "counts": {**m["counts"], "frames_failed": 0}})
+    assert "| 5-sigma limit of the frame (MAGLIM) | frames |" in text
+    assert "| 19.5-20 | 1 | 1 | 1.000 |" in text
+    assert "| magnitudes brighter than the frame's 5-sigma limit (MAGLIM) | 1-2 | 3 | 1 | 33.3 % |" in text
+    # a report made before the limit was recorded has neither
+    older = compute_metrics(comets.drop(columns=["maglim", "depth"]), detections, tiles, 2, 0.5)
+    assert older["by_maglim"] == {} and older["recall"]["by_depth"] == {}
+    assert "MAGLIM" not in markdown_report({**older, "model": "t", "seeds": [1, 3], "score_threshold": 0.5,
+                                            "match_radius_pix": 10, "counts": {**older["counts"], "frames_failed": 0}})
 
 
 def test_false_positives_are_counted_by_what_lies_there():

@@ -16,6 +16,7 @@ from tails.simulate import (
     circular_orbit_motion,
     comet_snrs,
     comet_stamp,
+    limiting_magnitude,
     moffat_kernel,
     matched_filter_snr,
     random_conditions,
@@ -63,6 +64,15 @@ def test_products_and_headers(frame):
     ra, dec = WCS(frame.header_sci).wcs_pix2world([[100.0, 100.0]], 0)[0]
     x_ref, y_ref = WCS(frame.header_ref).wcs_world2pix([[ra, dec]], 0)[0]
     assert np.hypot(x_ref - 100, y_ref - 100) > 5
+
+
+def test_the_limit_in_the_header_is_ipacs_estimate():
+    """MAGLIM as IPAC estimates it, checked on the real r frame of ZTF.md: robust sigma 6.6 DN,
+    seeing 1.24", MAGZP 26.29 (ZTF.md's example), MAGLIM 21.7."""
+    assert limiting_magnitude(26.29, 6.6, 1.24 / 1.01) == pytest.approx(21.7, abs=0.2)
+    # a point source at the limit is 5 sigma: four times the noise is 1.5 mag brighter
+    assert limiting_magnitude(26.0, 4 * 5.0, 2.0) == pytest.approx(limiting_magnitude(26.0, 5.0, 2.0) - 1.5051, abs=1e-3)
+    assert limiting_magnitude(26.0, 5.0, 2.0, snr=10) == pytest.approx(limiting_magnitude(26.0, 5.0, 2.0) - 0.7526, abs=1e-3)
 
 
 def test_the_difference_is_empty_where_the_reference_does_not_reach(frame):
