@@ -733,9 +733,11 @@ def compute_metrics(
         beyond a point source, from :mod:`tails.simulate`), and
         ``offset_pix`` (distance to the nearest detection within the radius with
         ``p > score_threshold``, NaN if none), and optionally ``in_reference``
-        (:func:`in_reference`; all are in it without).
+        (:func:`in_reference`; all are in it without), the frame's ``seeing`` and ``maglim``
+        (:func:`by_frame_condition`) and the comet's ``depth`` below it (:data:`DEPTH_BINS`).
     detections : DataFrame
-        One row per threshold-0 detection: ``p`` and ``true`` (within the radius of a nucleus).
+        One row per threshold-0 detection: ``frame``, ``p`` and ``true`` (within the radius of a
+        nucleus).
     tiles : DataFrame
         One row per scored tile: ``p`` and ``positive``.
     n_frames : int
