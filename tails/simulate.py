@@ -344,11 +344,12 @@ def mag_to_dn(mag: np.ndarray | float, zp: float) -> np.ndarray:
 def limiting_magnitude(zp: float, sigma_pix: float, fwhm_pix: float, snr: float = 5.0) -> float:
     """The point-source limit of an exposure at ``snr`` sigma (header MAGLIM at 5).
 
-    IPAC's estimate (F. Masci, "empirical maglimit", 2013,
+    The semi-empirical estimate of F. Masci (IPAC; "empirical maglimit", 2013,
     http://web.ipac.caltech.edu/staff/fmasci/home/mystats/QuickMagLimit.txt):
     ``zp - 2.5 log10(snr * sigma_pix * sqrt(Np))``, with ``Np = 4 pi sigma_psf^2 = 2.266 FWHM^2``
     the noise pixels of a Gaussian PSF, for background-limited sources.  For the real r frame of
-    ZTF.md ("a real r-band frame": robust sigma 6.6 DN, seeing 1.24", MAGLIM 21.7) it gives 21.83.
+    ZTF.md ("a real r-band frame": robust sigma 6.6 DN, seeing 1.24") it gives 21.83, where that
+    frame's header MAGLIM is 21.7.
 
     Parameters
     ----------

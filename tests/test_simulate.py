@@ -66,8 +66,8 @@ def test_products_and_headers(frame):
     assert np.hypot(x_ref - 100, y_ref - 100) > 5
 
 
-def test_the_limit_in_the_header_is_ipacs_estimate():
-    """MAGLIM as IPAC estimates it, checked on the real r frame of ZTF.md: robust sigma 6.6 DN,
+def test_the_limit_in_the_header_is_near_a_real_frames():
+    """MAGLIM by Masci's estimate, checked on the real r frame of ZTF.md: robust sigma 6.6 DN,
     seeing 1.24", MAGZP 26.29 (ZTF.md's example), MAGLIM 21.7."""
     assert limiting_magnitude(26.29, 6.6, 1.24 / 1.01) == pytest.approx(21.7, abs=0.2)
     # a point source at the limit is 5 sigma: four times the noise is 1.5 mag brighter
