@@ -70,7 +70,7 @@ def test_the_limit_in_the_header_is_near_a_real_frames():
     """MAGLIM by Masci's estimate, checked on the real r frame of ZTF.md: robust sigma 6.6 DN,
     seeing 1.24", MAGZP 26.29 (ZTF.md's example), MAGLIM 21.7."""
     assert limiting_magnitude(26.29, 6.6, 1.24 / 1.01) == pytest.approx(21.7, abs=0.2)
-    # a point source at the limit is 5 sigma: four times the noise is 1.5 mag brighter
+    # a point source at the limit is 5 sigma: four times the noise makes the limit 1.5 mag brighter
     assert limiting_magnitude(26.0, 4 * 5.0, 2.0) == pytest.approx(limiting_magnitude(26.0, 5.0, 2.0) - 1.5051, abs=1e-3)
     assert limiting_magnitude(26.0, 5.0, 2.0, snr=10) == pytest.approx(limiting_magnitude(26.0, 5.0, 2.0) - 0.7526, abs=1e-3)
 
