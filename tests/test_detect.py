@@ -61,7 +61,8 @@ def test_empty_csv_has_the_header_only(tmp_path):
     assert [f.name for f in p.parent.iterdir()] == ["x.csv"]
 
 
-@pytest.mark.parametrize("seeing, said", [(2.0, None), (3.5, None), (1.2, None), (4.2, "more false positives, mostly asteroids, and fewer faint comets"),
+@pytest.mark.parametrize("seeing, said", [(2.0, None), (3.5, None), (1.2, None),
+                                          (4.2, "more false positives, mostly asteroids, and fewer faint comets"),
                                           (0.9, "outside 1.2-3.5"), ("n/a", None), (float("nan"), None)])
 def test_seeing_beyond_the_trained_range_is_named(seeing, said):
     note = seeing_caveat({"SEEING": seeing})  # a header, as a mapping (FITS holds no NaN)

@@ -317,14 +317,21 @@ def test_markdown_report_tabulates_the_headline_numbers():
     assert "over it only for a compact coma (`tails.vet`), the model's own score under it |" in text
 
 
-def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
-    # frame a in 1.4" seeing, b in 3.0": b's false positive and missed comet fall in its bin
-    comets = pd.DataFrame({"frame": ["a", "a", "b", "b"], "seeing": [1.4, 1.4, 3.0, 3.0],
+def two_frames(**conditions):
+    """Frame a: a comet of r 17 found, one of r 19.5 missed; frame b: one of r 18 found, one of
+    r 18.5 missed, and a false positive.  ``conditions``: columns of the comets (per comet)."""
+    comets = pd.DataFrame({"frame": ["a", "a", "b", "b"], **conditions,
                            "mag": [17.0, 19.5, 18.0, 18.5], "coma_arcsec": 10.0,
                            "best_p": [0.9, 0.2, 0.8, 0.3], "offset_pix": [1.0, np.nan, 2.0, np.nan]})
     detections = pd.DataFrame({"frame": ["a", "b", "b", "b"], "p": [0.9, 0.8, 0.95, 0.4],
                                "true": [True, True, False, False]})
     tiles = pd.DataFrame({"p": [0.9, 0.1], "positive": [True, False]})
+    return comets, detections, tiles
+
+
+def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
+    # frame a in 1.4" seeing, b in 3.0": b's false positive and missed comet fall in its bin
+    comets, detections, tiles = two_frames(seeing=[1.4, 1.4, 3.0, 3.0])
     m = compute_metrics(comets, detections, tiles, n_frames=2, score_threshold=0.5)
     s = m["by_seeing"]
     assert list(s) == [label for label, _, _ in SEEING_BINS]
@@ -344,12 +351,7 @@ def test_false_positives_and_recall_are_broken_down_by_the_frames_seeing():
 def test_false_positives_and_recall_are_broken_down_by_the_frames_depth():
     # frame a is a deep dark one (MAGLIM 21.4), b a shallow twilight one (19.8): b's false positive
     # and missed comet fall in its bin; each comet's recall is binned by its height above the limit
-    comets = pd.DataFrame({"frame": ["a", "a", "b", "b"], "maglim": [21.4, 21.4, 19.8, 19.8],
-                           "depth": [4.4, 1.9, 1.8, 1.3], "mag": [17.0, 19.5, 18.0, 18.5], "coma_arcsec": 10.0,
-                           "best_p": [0.9, 0.2, 0.8, 0.3], "offset_pix": [1.0, np.nan, 2.0, np.nan]})
-    detections = pd.DataFrame({"frame": ["a", "b", "b", "b"], "p": [0.9, 0.8, 0.95, 0.4],
-                               "true": [True, True, False, False]})
-    tiles = pd.DataFrame({"p": [0.9, 0.1], "positive": [True, False]})
+    comets, detections, tiles = two_frames(maglim=[21.4, 21.4, 19.8, 19.8], depth=[4.4, 1.9, 1.8, 1.3])
     m = compute_metrics(comets, detections, tiles, n_frames=2, score_threshold=0.5)
     f = m["by_maglim"]
     assert list(f) == [label for label, _, _ in MAGLIM_BINS]
