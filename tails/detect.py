@@ -210,9 +210,9 @@ def seeing_caveat(header: Any) -> str | None:
     :data:`tails.simulate.SEEING_RANGE_ARCSEC`, and its card measures it there.  Beyond that, in
     the broader PSF an asteroid looks more like a small coma, and a faint coma more like a point
     source: on 160 simulated frames of 3.6" to 4.5" seeing the detector gave 0.069 false
-    positives per ccd-quadrant with the model's fusion (0.425 with vetting's rules), three times
-    its rate within the range, most of them asteroids, and found 59 % of the comets of r < 19
-    against 69 % (models/tails-20261203/MODEL.md, *In seeing beyond the simulator's*).
+    positives per ccd-quadrant with the model's fusion (0.425 with vetting's rules), nearly four
+    times its rate within the range, most of them asteroids, and found 59 % of the comets of
+    r < 19 against 70 % (models/tails-20261203/MODEL.md, *In seeing beyond the simulator's*).
 
     Parameters
     ----------
