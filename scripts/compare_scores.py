@@ -14,7 +14,10 @@ vetting's rules (``tails.vet`` of the config).  It prints, as markdown,
    (with theirs) and localisation RMSE at ``--threshold``;
 2. the comets each finds there that the other does not, by magnitude;
 3. the recall of r < 19 with each score's threshold set on these frames for at most ``--fp``
-   false positives per ccd-quadrant (:func:`tails.metrics.recall_at_false_positives`).
+   false positives per ccd-quadrant (:func:`tails.metrics.recall_at_false_positives`);
+4. where the reports record it (``tails evaluate`` since 2026-12-07), the recall by how many
+   magnitudes the comets are above their frame's 5-sigma limit (:data:`tails.metrics.DEPTH_BINS`),
+   of the comets that have it.
 
 A comet is found when a candidate over the threshold lies within the reports'
 ``match_radius_pix`` of its nucleus, as ``tails evaluate`` counts it.
@@ -37,7 +40,7 @@ from tails.config import ConfigError, load_config  # noqa: E402
 from tails.detect import detector_scores  # noqa: E402
 from tails.fusion import fusion_from_config, load_fusion, read_evaluations, reports_model  # noqa: E402
 from tails.intervals import binomial_interval, poisson_interval  # noqa: E402
-from tails.metrics import match_detections, recall_at_false_positives  # noqa: E402
+from tails.metrics import DEPTH_BINS, binned_recall, match_detections, recall_at_false_positives  # noqa: E402
 from tails.vet import check_vet_config  # noqa: E402
 
 #: Magnitude bins of the tables (r; issue 3's targets split at 19 and 20).
@@ -160,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (len(budgets) + 1) + "|")
     for name, *_, at in rows:
         print(f"| {name} | {at} |")
+    if "depth" in comets and comets["depth"].notna().any():
+        depth = comets["depth"].to_numpy(float)
+        known = np.isfinite(depth)
+        print(f"\n| recall by magnitudes above the frame's limit ({int(known.sum())} comets) | "
+              + " | ".join(label for label, _, _ in DEPTH_BINS) + " |")
+        print("|---" * (len(DEPTH_BINS) + 1) + "|")
+        for name, hit in found.items():
+            bins = binned_recall(depth[known], hit[known], DEPTH_BINS)
+            print(f"| {name} | " + " | ".join(f"{b['recall'] * 100:.1f} % ({b['n']})" if b["recall"] is not None
+                                             else "-" for b in bins.values()) + " |")
     return 0
 
 

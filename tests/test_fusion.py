@@ -215,6 +215,16 @@ def test_compare_scores_puts_the_rules_and_the_fusion_side_by_side(fitted, tmp_p
     n_fp = int((both["extended"] & (both["p_model"] > 0.5) & ~both["true"]).sum())
     assert f"({n_fp}; " in rules_row
     assert "| the fusion alone |" in out and "at most ... false positives" in out
+    assert "above the frame's limit" not in out  # these comets do not record their frame's depth
+    # where they do, the recall by how far above its frame's limit each comet is, of those that have it
+    comets = pd.read_csv(tmp_path / "a" / "comets.csv")
+    comets.assign(depth=np.where(comets["mag"] < 17, 5.5, 2.5)).to_csv(tmp_path / "a" / "comets.csv", index=False)
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), f"--fusion={path}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(lines) if "above the frame's limit" in line)
+    assert f"above the frame's limit ({len(comets)} comets) | <1 | 1-2 |" in lines[head]
+    rules = lines[head + 2]  # after the header's rule; empty bins show "-", the others their count
+    assert rules.startswith("| rules | -") and f"({int((comets['mag'] < 17).sum())}) |" in rules
     assert main([str(tmp_path / "nothing"), f"--fusion={path}"]) == 2
     assert "not a `tails evaluate` report folder" in capsys.readouterr().err
     assert main([str(tmp_path / "a"), f"--fusion={path}", "--fp=few"]) == 2
