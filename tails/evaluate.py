@@ -365,7 +365,7 @@ def _evaluate_frame(
     snr = comets.reindex(columns=["snr", "snr_matched", "snr_extended"]).astype(float)  # NaN in older truth tables
     # the frame's 5-sigma point-source limit, and how far above it each comet is in the frame's filter
     maglim = float(header.get("MAGLIM", np.nan))
-    depth = maglim - (mag + COMET_COLOUR.get(parse_frame(name).filter, 0.0))
+    depth = maglim - (mag + COMET_COLOUR[parse_frame(name).filter])
     acc.comets.append(
         pd.DataFrame(
             {
