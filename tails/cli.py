@@ -1,4 +1,4 @@
-"""The ``tails`` command: run, simulate, train, evaluate, pool, fit-fusion, average, fetch-models, benchmark.
+"""The ``tails`` command: run, simulate, train, reproduce, evaluate, pool, fit-fusion, average, fetch-models, benchmark.
 
 It uses python-fire, so ``--flag=value`` and ``--flag value`` both work.  ``scripts/run_tails.py``
 is the ``run`` command on its own, with the original's flags.
@@ -294,6 +294,7 @@ _COMMANDS = {
     "run": ("tails.cli", "_run_and_summarise"),
     "simulate": ("tails.simulate", "simulate_command"),
     "train": ("tails.train", "train_command"),
+    "reproduce": ("tails.recipe", "reproduce_command"),
     "evaluate": ("tails.evaluate", "evaluate_command"),
     "pool": ("tails.evaluate", "pool_command"),
     "fit-fusion": ("tails.fusion", "fit_fusion_command"),

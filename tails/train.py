@@ -43,7 +43,7 @@ from .atomic import atomic_path
 __all__ = [
     "make_loss", "TileBatches", "augment_batch", "prefetched", "mine_hard_negatives",
     "recalibrate_batch_norm", "learning_rate", "track_best", "resolve_jit_compile", "learnable_tiles",
-    "dataset_spec", "train", "train_command",
+    "check_train_config", "dataset_spec", "train", "train_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -442,7 +442,8 @@ def resolve_jit_compile(value: bool | str, backend: str) -> bool:
     return bool(value)
 
 
-def _check_train_config(t: dict) -> None:
+def check_train_config(t: dict) -> None:
+    """Refuse a malformed ``train`` section, naming every bad key at once (:class:`~tails.config.ConfigError`)."""
     from .efficientdet import LOCALISATIONS
 
     problems = []
@@ -580,7 +581,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
     from .efficientdet import Tails, load_model, transfer_weights
 
     t = config["train"]
-    _check_train_config(t)
+    check_train_config(t)
     run_dir = Path(t["output_dir"])
     if (run_dir / "DONE").exists() and not overwrite:
         raise FileExistsError(

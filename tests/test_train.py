@@ -19,6 +19,7 @@ from tails.train import (
     BEST_BY, TileBatches, augment_batch, learnable_tiles, learning_rate, mine_hard_negatives, position_error_pix,
     prefetched, recalibrate_batch_norm, resolve_jit_compile, track_best, train,
 )
+from toy_tiles import blob_shards
 
 
 def test_labels_follow_every_flip_and_transpose():
@@ -201,7 +202,7 @@ def test_training_leaves_out_the_point_like_comets_it_is_asked_to(tmp_path, capl
     cfg = _config(tmp_path)
     for sub, seed in (("train", 1), ("val", 2)):
         (tmp_path / sub).mkdir()
-        _blob_shards(tmp_path / sub, [seed], snr_extended=[8.0, 2.0, 9.0, 1.0])
+        blob_shards(tmp_path / sub, [seed], snr_extended=[8.0, 2.0, 9.0, 1.0])
     cfg["train"]["dataset"].update(seeds=[1, 2], val_seeds=[2, 3], processes=1)
     cfg["train"]["min_snr_extended"] = 5.0
     with caplog.at_level(logging.INFO, logger="tails.train"):
@@ -211,7 +212,7 @@ def test_training_leaves_out_the_point_like_comets_it_is_asked_to(tmp_path, capl
     with pytest.raises(ConfigError, match="train.min_snr_extended must be a non-negative number, got -1"):
         train(cfg)
     cfg["train"]["min_snr_extended"] = 5.0
-    _blob_shards(tmp_path / "train", [1])  # the same shard without snr_extended
+    blob_shards(tmp_path / "train", [1])  # the same shard without snr_extended
     with pytest.raises(ValueError, match="build the data set again"):
         train(cfg)
 
@@ -447,29 +448,6 @@ def test_checkpoints_save_and_resume_exactly(tmp_path):
     assert restored < 0.01 * fresh, (restored, fresh)
 
 
-def _blob_shards(folder, seeds, size=128, per_seed=8, snr_extended=None):
-    """Shards of preprocessed-looking tiles: half hold a Gaussian blob (a 'comet') in sci and diff.
-
-    ``snr_extended``, if given, is the truth of the positives (tiles 0, 2, 4, ...) in the meta.
-    """
-    yy, xx = np.mgrid[:size, :size]
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        x = rng.normal(size=(per_seed, size, size, 3)).astype(np.float32)
-        y = np.zeros((per_seed, 3), np.float32)
-        for i in range(0, per_seed, 2):
-            cx, cy = rng.uniform(16, size - 16, 2)
-            blob = 40.0 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)
-            x[i, ..., 0] += blob
-            x[i, ..., 2] += blob
-            y[i] = [1.0, cx / size, cy / size]
-        x /= np.sqrt((x**2).sum(axis=(1, 2), keepdims=True))  # unit L2 norm per channel, as preprocessed
-        meta = [{"seed": seed} for _ in range(per_seed)]
-        for m, snr in zip(meta[::2], snr_extended or []):
-            m["snr_extended"] = snr
-        _save_shard(folder / _shard_name(seed), x.astype(np.float16), y, meta)
-
-
 _TRAIN_CHILD = """
 import sys
 import keras
@@ -494,8 +472,8 @@ def test_a_run_trained_under_jax_carries_over_to_tensorflow(tmp_path):
     cfg = _config(tmp_path)
     (tmp_path / "train").mkdir()
     (tmp_path / "val").mkdir()
-    _blob_shards(tmp_path / "train", [1, 2])
-    _blob_shards(tmp_path / "val", [3])
+    blob_shards(tmp_path / "train", [1, 2])
+    blob_shards(tmp_path / "val", [3])
     t = cfg["train"]
     t["dataset"].update(seeds=[1, 3], val_seeds=[3, 4], processes=1)
     t.update(batch_size=4, steps_per_epoch=2, epochs=2, lr_constant_epochs=1)
@@ -562,8 +540,8 @@ def test_no_epoch_starts_after_the_deadline(tmp_path):
     cfg = _config(tmp_path)
     (tmp_path / "train").mkdir()
     (tmp_path / "val").mkdir()
-    _blob_shards(tmp_path / "train", [1])
-    _blob_shards(tmp_path / "val", [2])
+    blob_shards(tmp_path / "train", [1])
+    blob_shards(tmp_path / "val", [2])
     cfg["train"]["dataset"].update(seeds=[1, 2], val_seeds=[2, 3], processes=1)
     run = train(cfg, deadline=time.time())
     assert sorted(p.name for p in run.iterdir()) == ["train.json"]  # no log, checkpoint or DONE
