@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from .atomic import atomic_path
 from .config import ConfigError, load_config, load_defaults
 
 __all__ = ["RECIPE_FILENAME", "Stage", "Recipe", "load_recipe", "parse_recipe", "stage_configs", "reproduce",
@@ -279,8 +280,6 @@ def _claim(output_dir: Path, recipe_path: Path, recipe: Recipe) -> None:
             f"{output_dir} holds files of something other than a reproduction; choose another --output_dir"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    from .atomic import atomic_path
-
     with atomic_path(mark) as tmp:
         tmp.write_text(text)
 
@@ -313,9 +312,13 @@ def reproduce(recipe_path: str | Path, output_dir: str | Path, config: dict | No
     FileExistsError
         If ``output_dir`` holds a finished reproduction, one of another recipe, or anything else
         but a ``data`` folder.
+    ValueError
+        For a ``max_epochs`` that is not a positive integer.
     """
     from .train import check_train_config, train
 
+    if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
+        raise ValueError(f"max_epochs must be a whole number of epochs, 1 or more, got {max_epochs!r}")
     recipe_path = Path(recipe_path).expanduser()
     if recipe_path.is_dir():
         recipe_path = recipe_path / RECIPE_FILENAME

@@ -97,6 +97,9 @@ def test_a_stage_with_a_bad_train_key_is_refused_before_anything_is_trained(tmp_
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match=r"recipe .*nowhere.* does not exist: give a model's folder"):
         load_recipe(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="max_epochs must be a whole number of epochs, 1 or more, got 0"):
+        reproduce(tmp_path / "recipe.yaml", tmp_path / "out", max_epochs=0)
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_stages_run_in_order_each_from_where_its_recipe_says_and_resume(tmp_path):
