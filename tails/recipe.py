@@ -25,8 +25,8 @@ A recipe's top-level ``train:`` keys apply to every stage, a stage's own on top 
 on top of the ``train`` section of the config given (config.defaults.yaml by default).  Stages
 end by their ``epochs`` (a count of epochs in the run, resumed ones included), never by
 ``max_hours``, so that a recipe means the same on any machine.  The folders' paths
-(``output_dir``, ``dataset.path``, ``dataset.val_path``) and ``init_checkpoint`` are the
-command's to set; a recipe that sets them is refused.
+(``output_dir``, ``dataset.path``, ``dataset.val_path``), ``init_checkpoint`` and ``max_hours``
+are the command's to set (:data:`RESERVED`); a recipe that sets them is refused.
 
 Running the command again resumes: a finished stage is skipped and an interrupted one goes on
 from its last checkpoint.  Runs on CPU threads are not bit-reproducible, and the frames are

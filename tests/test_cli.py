@@ -67,7 +67,9 @@ def test_help_lists_the_flags():
         assert flag in text
 
 
-@pytest.mark.parametrize("command", ["train", "reproduce", "evaluate", "pool", "simulate", "benchmark", "fetch-models"])
+@pytest.mark.parametrize(
+    "command", ["train", "reproduce", "evaluate", "pool", "simulate", "benchmark", "fetch-models"]
+)
 def test_a_mistyped_flag_of_a_tails_command_is_refused_before_it_runs(command, tmp_path, monkeypatch, capsys):
     # fire would call the command with its defaults and apply the flag to the result: a
     # mistyped flag of `tails train` started a default training run
