@@ -51,8 +51,8 @@ import yaml
 from .atomic import atomic_path
 from .config import ConfigError, load_config, load_defaults
 
-__all__ = ["RECIPE_FILENAME", "Stage", "Recipe", "load_recipe", "parse_recipe", "stage_configs", "reproduce",
-           "reproduce_command"]
+__all__ = ["RECIPE_FILENAME", "Stage", "Recipe", "recipe_file", "load_recipe", "parse_recipe", "stage_configs",
+           "reproduce", "reproduce_command"]
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,15 @@ def parse_recipe(doc: Any, origin: str = "recipe") -> Recipe:
     return recipe
 
 
+def recipe_file(path: str | Path) -> Path:
+    """A recipe file's path: ``path`` itself, or the ``recipe.yaml`` of the model's folder it names."""
+    path = Path(path).expanduser()
+    return path / RECIPE_FILENAME if path.is_dir() else path
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe file, or the ``recipe.yaml`` of a model's folder."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / RECIPE_FILENAME
+    path = recipe_file(path)
     if not path.is_file():
         raise ConfigError(
             f"recipe {path} does not exist: give a model's folder (models/<name>) or its {RECIPE_FILENAME}"
@@ -319,9 +323,7 @@ def reproduce(recipe_path: str | Path, output_dir: str | Path, config: dict | No
 
     if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
         raise ValueError(f"max_epochs must be a whole number of epochs, 1 or more, got {max_epochs!r}")
-    recipe_path = Path(recipe_path).expanduser()
-    if recipe_path.is_dir():
-        recipe_path = recipe_path / RECIPE_FILENAME
+    recipe_path = recipe_file(recipe_path)
     recipe = load_recipe(recipe_path)
     configs = stage_configs(recipe, config if config is not None else load_config(), output_dir)
     for stage, c in zip(recipe.stages, configs):
@@ -338,22 +340,22 @@ def reproduce(recipe_path: str | Path, output_dir: str | Path, config: dict | No
         )
     _claim(out, recipe_path, recipe)
 
-    budget = float("inf") if max_epochs is None else int(max_epochs)
+    trained = 0  # epochs trained by this call, over all stages
     t0 = time.time()
     for i, (stage, c) in enumerate(zip(recipe.stages, configs)):
         run_dir = Path(c["train"]["output_dir"])
         if (run_dir / "DONE").exists():
             log.info("stage %d of %d, %s: finished before, skipped", i + 1, len(configs), stage.name)
             continue
-        if budget <= 0:
+        if max_epochs is not None and trained >= max_epochs:
             break
         if stage.start == "resume" and not (run_dir / "checkpoint" / "state.json").is_file():
             _copy_run(out / stage.source, run_dir)
         log.info("stage %d of %d, %s (%s%s): to epoch %d", i + 1, len(configs), stage.name, stage.start,
                  f" {stage.source}" if stage.source else "", c["train"]["epochs"])
         before = _epoch(run_dir)
-        train(c, max_epochs=None if budget == float("inf") else int(budget))
-        budget -= _epoch(run_dir) - before
+        train(c, max_epochs=None if max_epochs is None else max_epochs - trained)
+        trained += _epoch(run_dir) - before
         if not (run_dir / "DONE").exists():
             break
     if (final / "DONE").exists():
