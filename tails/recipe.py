@@ -50,6 +50,7 @@ import yaml
 
 from .atomic import atomic_path
 from .config import ConfigError, load_config, load_defaults
+from .train import check_train_config, checkpoint_state, train
 
 __all__ = ["RECIPE_FILENAME", "Stage", "Recipe", "recipe_file", "load_recipe", "parse_recipe", "stage_configs",
            "reproduce", "reproduce_command"]
@@ -255,7 +256,7 @@ def stage_configs(recipe: Recipe, config: dict, output_dir: str | Path) -> list[
 
 def _epoch(run_dir: Path) -> int:
     """The epochs a run folder has trained (0 when it has no checkpoint)."""
-    state = run_dir / "checkpoint" / "state.json"
+    state = checkpoint_state(run_dir)
     return int(json.loads(state.read_text())["epoch"]) if state.is_file() else 0
 
 
@@ -319,8 +320,6 @@ def reproduce(recipe_path: str | Path, output_dir: str | Path, config: dict | No
     ValueError
         For a ``max_epochs`` that is not a positive integer.
     """
-    from .train import check_train_config, train
-
     if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
         raise ValueError(f"max_epochs must be a whole number of epochs, 1 or more, got {max_epochs!r}")
     recipe_path = recipe_file(recipe_path)
@@ -349,7 +348,7 @@ def reproduce(recipe_path: str | Path, output_dir: str | Path, config: dict | No
             continue
         if max_epochs is not None and trained >= max_epochs:
             break
-        if stage.start == "resume" and not (run_dir / "checkpoint" / "state.json").is_file():
+        if stage.start == "resume" and not checkpoint_state(run_dir).is_file():
             _copy_run(out / stage.source, run_dir)
         log.info("stage %d of %d, %s (%s%s): to epoch %d", i + 1, len(configs), stage.name, stage.start,
                  f" {stage.source}" if stage.source else "", c["train"]["epochs"])

@@ -43,7 +43,7 @@ from .atomic import atomic_path
 __all__ = [
     "make_loss", "TileBatches", "augment_batch", "prefetched", "mine_hard_negatives",
     "recalibrate_batch_norm", "learning_rate", "track_best", "resolve_jit_compile", "learnable_tiles",
-    "check_train_config", "dataset_spec", "train", "train_command",
+    "check_train_config", "checkpoint_state", "dataset_spec", "train", "train_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,11 @@ def mine_hard_negatives(model, x: np.ndarray, negatives: np.ndarray, pool: int, 
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def checkpoint_state(run_dir: str | Path) -> Path:
+    """The loop state of a run folder's last checkpoint (``state.json``: its epoch, best, ...)."""
+    return Path(run_dir) / "checkpoint" / "state.json"
+
+
 def _atomic(path: Path, write) -> None:
     with atomic_path(path) as tmp:
         write(tmp)
@@ -295,13 +300,13 @@ def save_checkpoint(run_dir: Path, model, state: dict) -> None:
     _atomic(ck / "model.weights.h5", model.save_weights)
     opt_vars = [np.asarray(v) for v in model.optimizer.variables]
     _atomic(ck / "optimizer.npz", lambda t: np.savez(t, *opt_vars))
-    _atomic(ck / "state.json", lambda t: Path(t).write_text(json.dumps(state, indent=1)))
+    _atomic(checkpoint_state(run_dir), lambda t: Path(t).write_text(json.dumps(state, indent=1)))
 
 
 def load_checkpoint(run_dir: Path, model) -> dict | None:
     """Restore a run's last checkpoint into ``model`` (compiled); None when there is none."""
-    ck = run_dir / "checkpoint"
-    if not (ck / "state.json").is_file():
+    ck, state = run_dir / "checkpoint", checkpoint_state(run_dir)
+    if not state.is_file():
         return None
     with warnings.catch_warnings():
         # the weights file also holds the optimizer's variables, which Keras cannot load into an
@@ -318,7 +323,7 @@ def load_checkpoint(run_dir: Path, model) -> dict | None:
         )
     for var, val in zip(model.optimizer.variables, values):
         var.assign(val)
-    return json.loads((ck / "state.json").read_text())
+    return json.loads(state.read_text())
 
 
 def recalibrate_batch_norm(model, x: np.ndarray, batch_size: int = 32, batches: int = 16,
@@ -588,7 +593,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
             f"{run_dir} holds a finished training run; choose another train.output_dir "
             "or pass --overwrite to replace it"
         )
-    resumes = (run_dir / "checkpoint" / "state.json").is_file() and not (run_dir / "DONE").exists()
+    resumes = checkpoint_state(run_dir).is_file() and not (run_dir / "DONE").exists()
     if t["init_checkpoint"] and not resumes and not Path(t["init_checkpoint"]).is_file():
         # found now, not after the data sets are built
         raise FileNotFoundError(
