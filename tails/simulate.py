@@ -47,6 +47,7 @@ import pandas as pd
 from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
+from scipy.ndimage import map_coordinates, zoom
 from scipy.signal import fftconvolve
 
 from .atomic import atomic_path
@@ -556,6 +557,11 @@ def simulate_frame(
 ) -> SimulatedFrame:
     """Simulate one ZTF ccd-quadrant exposure.
 
+    The frame is built in stages, each a function of its own, in the order their random draws
+    are made: the two grids, the static sky, nebulosity, comets, the other transients, the
+    PSF-matched reference, the exposures with their noise, the detector's artefacts, the
+    reference's footprint, and last what an ideal detector gets from each comet.
+
     Parameters
     ----------
     name : str
@@ -586,25 +592,107 @@ def simulate_frame(
     """
     frame = parse_frame(name)
     rng = np.random.default_rng([int(seed), *map(ord, frame.name[-12:])])
+    # the reference's per-source mismatch and the sky's gradient, from a generator of their own
+    # so that every other draw is unchanged
+    rng_res = np.random.default_rng([int(seed), 7, *map(ord, frame.name[-12:])])
     filt = frame.filter
-    cond = conditions or random_conditions(rng, filt, seeing_range)
+    cond = _complete_conditions(conditions or random_conditions(rng, filt, seeing_range), rng_res)
     zp = MAGZP[filt] - cond.extinction + rng.normal(0, 0.02)
     zp_ref = MAGZP[filt] + rng.normal(0, 0.02)
-    ny, nx = shape
     seeing_pix = cond.seeing / PIXSCALE
-    rows: list[dict] = []
+    sky_sci = float(mag_to_dn(cond.sky_mag, zp) * PIXSCALE**2)
 
-    # ---- astrometry: the science grid and the reference's own grid
-    ra0 = float(rng.uniform(0, 360))
-    dec0 = float(np.rad2deg(np.arcsin(rng.uniform(-0.45, 0.99))))  # Palomar-visible sky
-    w_sci = make_wcs(ra0, dec0, shape, rotation_deg=float(rng.normal(0, 0.05)))
-    w_ref = make_wcs(ra0, dec0, shape, rotation_deg=cond.ref_rotation, shift=cond.ref_shift)
-    aff = _affine_sci_to_ref(w_sci, w_ref, shape)
+    w_sci, w_ref, aff = _grids(rng, shape, cond)
 
     def to_ref(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return aff[0, 0] * x + aff[0, 1] * y + aff[0, 2], aff[1, 0] * x + aff[1, 1] * y + aff[1, 2]
 
-    # ---- the static sky: stars and galaxies (flux maps before the PSF), on both grids
+    # the static sky, in both images; the transients, in the science image only (flux maps
+    # before the PSF)
+    scene, scene_ref, sources, rows = _static_sky(rng, shape, cond, zp, zp_ref, to_ref)
+    if confusers and rng.random() < 0.25:  # nebulosity in a quarter of the frames
+        rows += _add_nebulosity(rng, scene, scene_ref, aff, cond, zp, zp_ref)
+    transient = np.zeros(shape, np.float64)
+    comet_rows, comet_stamps = _add_comets(rng, transient, comets, n_comets, comet_mag_range, coma_range_arcsec,
+                                           tail_range_arcsec, filt, zp)
+    rows += comet_rows
+    if confusers:
+        rows += _add_transient_confusers(rng, transient, sources, zp)
+
+    # the PSFs, and the images as IPAC makes them
+    psf = moffat_kernel(seeing_pix, cond.psf_beta, cond.ellipticity, cond.ellipticity_angle)
+    psf_ref = moffat_kernel(cond.ref_seeing / PIXSCALE, cond.psf_beta, cond.ellipticity * 0.5, cond.ellipticity_angle)
+    static_sci = fftconvolve(scene, psf, mode="same")
+    moving_sci = fftconvolve(transient, psf, mode="same")
+    ref_clean = fftconvolve(scene_ref, psf_ref, mode="same")
+    matched = _matched_reference(rng, rng_res, scene, sources, cond, zp)
+    del scene, scene_ref, transient
+    sci, ref, diff = _expose(rng, rng_res, static_sci, moving_sci, ref_clean, matched, cond, filt, zp, zp_ref, sky_sci)
+    del static_sci, moving_sci, ref_clean, matched
+
+    if confusers:
+        rows += _add_artefacts(rng, sci, diff, sources, seeing_pix, zp)
+    _add_bright_star_effects(rng, sci, diff, ref, sources, to_ref, zp)
+    rows += _cut_reference_footprint(rng, ref, diff, cond, to_ref)
+
+    sigma_pix = np.sqrt((sky_sci * GAIN + READ_NOISE**2) * (1 + cond.ref_depth**2)) / GAIN
+    for row, stamp in zip(comet_rows, comet_stamps):  # the comets' rows in ``rows`` get their S/N
+        row.update(_comet_snr_columns(row, stamp, psf, diff, cond, filt, zp, sigma_pix))
+    truth = _truth_table(rows, w_sci)
+
+    maglim = limiting_magnitude(zp, float(np.sqrt(sky_sci * GAIN + READ_NOISE**2) / GAIN), seeing_pix)
+    hs = _header(w_sci, frame, filt, zp, cond.seeing, maglim, nframes=None)
+    hr = _header(w_ref, frame, filt, zp_ref, cond.ref_seeing, maglim + 1.5, nframes=int(round(1 / cond.ref_depth**2)))
+    return SimulatedFrame(
+        name=frame.name, sci=sci.astype(np.float32), ref=ref.astype(np.float32), diff=diff.astype(np.float32),
+        header_sci=hs, header_ref=hr, wcs_sci=w_sci, wcs_ref=w_ref, truth=truth, conditions=cond,
+    )
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """The static sky's stars and galaxies in science pixels, as the later stages need them."""
+
+    sx: np.ndarray
+    sy: np.ndarray
+    smag: np.ndarray
+    gx: np.ndarray
+    gy: np.ndarray
+    gmag: np.ndarray
+    greff: np.ndarray  # effective radius, px
+    gn: np.ndarray  # Sersic index: 1 (a disc) or 4 (a spheroid)
+
+
+def _complete_conditions(cond: Conditions, rng_res: np.random.Generator) -> Conditions:
+    """``cond`` with what it leaves open filled in: the PSF's beta from the seeing, and the
+    reference's per-source mismatch (an estimate: centroid errors plus differential chromatic
+    refraction at twilight airmasses, 0.1"-0.3"; ranges calibrated on the real didymos
+    difference, about 7 residuals > 5 sigma per 254 x 254 px at b = 29 deg;
+    tests/test_simulate_calibration.py)."""
+    if cond.psf_beta is None:
+        cond = replace(cond, psf_beta=psf_beta(cond.seeing))
+    if cond.star_jitter is None:
+        cond = replace(cond, star_jitter=float(rng_res.uniform(0.08, 0.25)))
+    if cond.flux_scatter is None:
+        cond = replace(cond, flux_scatter=float(rng_res.uniform(0.03, 0.12)))
+    return cond
+
+
+def _grids(rng: np.random.Generator, shape: tuple[int, int], cond: Conditions) -> tuple[WCS, WCS, np.ndarray]:
+    """The science grid somewhere in the sky Palomar sees, the reference's own grid, and the
+    affine map from science to reference pixels."""
+    ra0 = float(rng.uniform(0, 360))
+    dec0 = float(np.rad2deg(np.arcsin(rng.uniform(-0.45, 0.99))))  # Palomar-visible sky
+    w_sci = make_wcs(ra0, dec0, shape, rotation_deg=float(rng.normal(0, 0.05)))
+    w_ref = make_wcs(ra0, dec0, shape, rotation_deg=cond.ref_rotation, shift=cond.ref_shift)
+    return w_sci, w_ref, _affine_sci_to_ref(w_sci, w_ref, shape)
+
+
+def _static_sky(rng, shape, cond, zp, zp_ref, to_ref) -> tuple[np.ndarray, np.ndarray, _Sources, list[dict]]:
+    """Stars and galaxies as flux maps before the PSF, on the science and the reference grids,
+    with the truth rows of the bright stars and galaxies."""
+    ny, nx = shape
+    rows: list[dict] = []
     margin = 40
     area_deg2 = ny * nx * (PIXSCALE / 3600) ** 2  # QUAD_AREA_DEG2 for a full frame
     n_stars = rng.poisson(cond.star_density * area_deg2 * 10 ** (0.3 * (22.5 - 21)))
@@ -642,44 +730,48 @@ def simulate_frame(
             _stamp_add(img, mag_to_dn(m, z) * prof / prof.sum(), r0, c0)
     for x, y, m in zip(gx[gmag < 17], gy[gmag < 17], gmag[gmag < 17]):
         rows.append(_truth_row("galaxy", x, y, mag=float(m)))
+    return scene, scene_ref, _Sources(sx, sy, smag, gx, gy, gmag, greff, gn), rows
 
-    # ---- nebulosity (static: in both images) in a quarter of the frames
-    if confusers and rng.random() < 0.25:
-        yy, xx = np.mgrid[0:ny:8, 0:nx:8].astype(float)
-        neb = np.zeros_like(xx)
-        for _ in range(int(rng.integers(2, 6))):
-            cx, cy, s = rng.uniform(0, nx), rng.uniform(0, ny), rng.uniform(80, 600)
-            neb += rng.uniform(0.2, 3.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s**2))
-            rows.append(_truth_row("nebula", cx, cy, size_pix=float(s)))
-        neb_level = mag_to_dn(cond.sky_mag + rng.uniform(1, 4), zp) * PIXSCALE**2
-        from scipy.ndimage import zoom
 
-        neb_full = zoom(neb, 8, order=1)[:ny, :nx] * neb_level
-        scene += neb_full
-        # on the reference grid: sample the same field at the reference's pixel positions
-        from scipy.ndimage import map_coordinates
+def _add_nebulosity(rng, scene, scene_ref, aff, cond, zp, zp_ref) -> list[dict]:
+    """Add a few broad patches of nebulosity, static and so in both images; their truth rows."""
+    ny, nx = scene.shape
+    rows = []
+    yy, xx = np.mgrid[0:ny:8, 0:nx:8].astype(float)
+    neb = np.zeros_like(xx)
+    for _ in range(int(rng.integers(2, 6))):
+        cx, cy, s = rng.uniform(0, nx), rng.uniform(0, ny), rng.uniform(80, 600)
+        neb += rng.uniform(0.2, 3.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s**2))
+        rows.append(_truth_row("nebula", cx, cy, size_pix=float(s)))
+    neb_level = mag_to_dn(cond.sky_mag + rng.uniform(1, 4), zp) * PIXSCALE**2
+    scene += zoom(neb, 8, order=1)[:ny, :nx] * neb_level
+    # on the reference grid: sample the same field at the reference's pixel positions
+    inv = np.linalg.inv(aff)
+    ry_, rx_ = np.mgrid[0:ny:8, 0:nx:8].astype(float)
+    sxr = inv[0, 0] * rx_ + inv[0, 1] * ry_ + inv[0, 2]
+    syr = inv[1, 0] * rx_ + inv[1, 1] * ry_ + inv[1, 2]
+    neb_r = map_coordinates(neb, [syr / 8, sxr / 8], order=1, mode="nearest")
+    scene_ref += zoom(neb_r, 8, order=1)[:ny, :nx] * neb_level * 10 ** (0.4 * (zp_ref - zp))
+    return rows
 
-        inv = np.linalg.inv(aff)
-        ry_, rx_ = np.mgrid[0:ny:8, 0:nx:8].astype(float)
-        sxr = inv[0, 0] * rx_ + inv[0, 1] * ry_ + inv[0, 2]
-        syr = inv[1, 0] * rx_ + inv[1, 1] * ry_ + inv[1, 2]
-        neb_r = map_coordinates(neb, [syr / 8, sxr / 8], order=1, mode="nearest")
-        scene_ref += zoom(neb_r, 8, order=1)[:ny, :nx] * neb_level * 10 ** (0.4 * (zp_ref - zp))
 
-    # ---- transients: only in the science image (and so in the difference)
-    transient = np.zeros(shape, np.float64)
+def _add_comets(rng, transient, comets, n_comets, mag_range, coma_range, tail_range, filt, zp,
+                ) -> tuple[list[dict], list[tuple[np.ndarray, int, int]]]:
+    """Add the explicit comets, then ``n_comets`` random ones; their truth rows, and each one's
+    stamp before the PSF with its corner (``(stamp, row0, col0)``, for :func:`comet_snrs`)."""
+    ny, nx = transient.shape
     comet_list = [dict(c) for c in (comets or [])]
-    comet_stamps = []  # (pre-PSF stamp, row0, col0) of each comet, for comet_snrs
     if n_comets:
         cells = rng.permutation([(r, c) for r in range(ny // 256) for c in range(nx // 256)])[:n_comets]
         for r, c in cells:
-            coma = float(np.exp(rng.uniform(*np.log(coma_range_arcsec))))
+            coma = float(np.exp(rng.uniform(*np.log(coma_range))))
             comet_list.append({
                 "x": float(c * 256 + rng.uniform(0, 256)), "y": float(r * 256 + rng.uniform(0, 256)),
-                "mag": float(rng.uniform(*comet_mag_range)), "coma_arcsec": coma,
-                "tail_arcsec": 0.0 if rng.random() < 1 / 3 else float(rng.uniform(*tail_range_arcsec)),
+                "mag": float(rng.uniform(*mag_range)), "coma_arcsec": coma,
+                "tail_arcsec": 0.0 if rng.random() < 1 / 3 else float(rng.uniform(*tail_range)),
                 "pa_deg": float(rng.uniform(0, 360)),
             })
+    rows, stamps = [], []
     for c in comet_list:
         mag = float(c["mag"]) + COMET_COLOUR[filt]
         nuc = float(c.get("nucleus_fraction", rng.uniform(0.1, 0.4)))
@@ -687,79 +779,81 @@ def simulate_frame(
         stamp, r0, c0 = comet_stamp(c["x"], c["y"], flux, c["coma_arcsec"] / PIXSCALE,
                                     c.get("tail_arcsec", 0.0) / PIXSCALE, c.get("pa_deg", 0.0), nuc, rng)
         _stamp_add(transient, stamp, r0, c0)
-        comet_stamps.append((stamp, r0, c0))
+        stamps.append((stamp, r0, c0))
         rows.append(_truth_row("comet", c["x"], c["y"], mag=float(c["mag"]), coma_arcsec=float(c["coma_arcsec"]),
                                tail_arcsec=float(c.get("tail_arcsec", 0.0)), pa_deg=float(c.get("pa_deg", 0.0)),
                                nucleus_fraction=nuc))
+    return rows, stamps
 
-    if confusers:
-        # asteroids: moving point sources, trailed by their motion over the exposure
-        n_ast = rng.poisson(8)
-        ax, ay = rng.uniform(0, nx, n_ast), rng.uniform(0, ny, n_ast)
-        amag = rng.uniform(15, 21, n_ast)
-        trails = trail_length(asteroid_rates(rng, n_ast))
-        for x, y, m, trail in zip(ax, ay, amag, trails):
-            ang = rng.uniform(0, np.pi)
-            k = np.linspace(-0.5, 0.5, 7) * trail
-            splat(transient, x + k * np.cos(ang), y + k * np.sin(ang), np.full(7, mag_to_dn(m, zp) / 7))
-            rows.append(_truth_row("asteroid", x, y, mag=float(m), trail_pix=float(trail)))
-        # variable stars (brighter or fainter now) and supernovae near galaxies
-        nv = min(rng.poisson(10), n_stars)
-        vi = rng.choice(n_stars, nv, replace=False) if nv else np.array([], int)
-        vi = vi[(smag[vi] > 13) & (smag[vi] < 20)] if nv else vi
-        dv = rng.normal(0, 0.4, len(vi))
-        splat(transient, sx[vi], sy[vi], mag_to_dn(smag[vi], zp) * (10 ** (-0.4 * dv) - 1))
-        for i, d in zip(vi, dv):
-            rows.append(_truth_row("variable", sx[i], sy[i], mag=float(smag[i]), dmag=float(d)))
-        for _ in range(rng.poisson(0.5)):
-            if n_gal == 0:
-                break
-            g = int(rng.integers(n_gal))
-            x, y = gx[g] + rng.normal(0, greff[g]), gy[g] + rng.normal(0, greff[g])
-            m = rng.uniform(17, 20.5)
-            splat(transient, np.array([x]), np.array([y]), np.array([mag_to_dn(m, zp)]))
-            rows.append(_truth_row("supernova", x, y, mag=float(m)))
 
-    # ---- PSFs and images
-    if cond.psf_beta is None:
-        cond = replace(cond, psf_beta=psf_beta(cond.seeing))
-    psf = moffat_kernel(seeing_pix, cond.psf_beta, cond.ellipticity, cond.ellipticity_angle)
-    psf_ref = moffat_kernel(cond.ref_seeing / PIXSCALE, cond.psf_beta, cond.ellipticity * 0.5, cond.ellipticity_angle)
-    static_sci = fftconvolve(scene, psf, mode="same")
-    moving_sci = fftconvolve(transient, psf, mode="same")
-    ref_clean = fftconvolve(scene_ref, psf_ref, mode="same")
-    # the PSF-matched reference on the science grid, as ZOGY models it: slightly misregistered and
-    # with a slightly wrong PSF and flux scale -> dipoles, rings and residuals at bright sources
+def _add_transient_confusers(rng, transient, sources: _Sources, zp) -> list[dict]:
+    """Add asteroids (moving point sources, trailed by their motion over the exposure), variable
+    stars (brighter or fainter now) and supernovae near galaxies; their truth rows."""
+    ny, nx = transient.shape
+    rows = []
+    n_ast = rng.poisson(8)
+    ax, ay = rng.uniform(0, nx, n_ast), rng.uniform(0, ny, n_ast)
+    amag = rng.uniform(15, 21, n_ast)
+    trails = trail_length(asteroid_rates(rng, n_ast))
+    for x, y, m, trail in zip(ax, ay, amag, trails):
+        ang = rng.uniform(0, np.pi)
+        k = np.linspace(-0.5, 0.5, 7) * trail
+        splat(transient, x + k * np.cos(ang), y + k * np.sin(ang), np.full(7, mag_to_dn(m, zp) / 7))
+        rows.append(_truth_row("asteroid", x, y, mag=float(m), trail_pix=float(trail)))
+    sx, sy, smag = sources.sx, sources.sy, sources.smag
+    n_stars = len(smag)
+    nv = min(rng.poisson(10), n_stars)
+    vi = rng.choice(n_stars, nv, replace=False) if nv else np.array([], int)
+    vi = vi[(smag[vi] > 13) & (smag[vi] < 20)] if nv else vi
+    dv = rng.normal(0, 0.4, len(vi))
+    splat(transient, sx[vi], sy[vi], mag_to_dn(smag[vi], zp) * (10 ** (-0.4 * dv) - 1))
+    for i, d in zip(vi, dv):
+        rows.append(_truth_row("variable", sx[i], sy[i], mag=float(smag[i]), dmag=float(d)))
+    n_gal = len(sources.gx)
+    for _ in range(rng.poisson(0.5)):
+        if n_gal == 0:
+            break
+        g = int(rng.integers(n_gal))
+        x, y = sources.gx[g] + rng.normal(0, sources.greff[g]), sources.gy[g] + rng.normal(0, sources.greff[g])
+        m = rng.uniform(17, 20.5)
+        splat(transient, np.array([x]), np.array([y]), np.array([mag_to_dn(m, zp)]))
+        rows.append(_truth_row("supernova", x, y, mag=float(m)))
+    return rows
+
+
+def _matched_reference(rng, rng_res, scene, sources: _Sources, cond: Conditions, zp) -> np.ndarray:
+    """The PSF-matched reference on the science grid, as ZOGY models it: slightly misregistered,
+    each source a little off in place and flux, under a slightly wrong PSF, so that the
+    difference holds dipoles, rings and residuals at bright sources."""
+    shape = scene.shape
+    seeing_pix = cond.seeing / PIXSCALE
+    sx, sy, smag = sources.sx, sources.sy, sources.smag
     dxm, dym = cond.misregistration
-    # per-star mismatch, from a generator of its own so that every other draw is unchanged
-    rng_res = np.random.default_rng([int(seed), 7, *map(ord, frame.name[-12:])])
-    # (an estimate: centroid errors plus differential chromatic refraction at twilight airmasses,
-    # 0.1"-0.3"; ranges calibrated on the real didymos difference, about 7 residuals > 5 sigma per
-    # 254 x 254 px at b = 29 deg; tests/test_simulate_calibration.py)
-    if cond.star_jitter is None:
-        cond = replace(cond, star_jitter=float(rng_res.uniform(0.08, 0.25)))
-    if cond.flux_scatter is None:
-        cond = replace(cond, flux_scatter=float(rng_res.uniform(0.03, 0.12)))
-    jx, jy = rng_res.normal(0, cond.star_jitter, (2, n_stars))
-    ferr = np.clip(rng_res.normal(0, cond.flux_scatter, n_stars), -0.3, 0.3)
+    jx, jy = rng_res.normal(0, cond.star_jitter, (2, len(smag)))
+    ferr = np.clip(rng_res.normal(0, cond.flux_scatter, len(smag)), -0.3, 0.3)
     matched_scene = np.zeros(shape, np.float64)
     splat(matched_scene, sx + dxm + jx, sy + dym + jy, mag_to_dn(smag, zp) * (1 + rng.normal(0, 0.01) + ferr))
     matched_scene += scene - _splat_copy(shape, sx, sy, mag_to_dn(smag, zp))  # galaxies, nebulae
     # galaxy cores subtract badly too (their cusps are where PSF mismatch bites; ZTF.md,
     # "confusers": bad subtractions around galaxy cores): a misplaced, mis-scaled core holding
     # a third of the flux of an n = 4 galaxy, a tenth of a disc's (an estimate)
-    if n_gal:
-        core = np.where(gn > 2, 0.3, 0.1) * mag_to_dn(gmag, zp)
-        gerr = np.clip(rng_res.normal(0, cond.flux_scatter, n_gal), -0.3, 0.3)
-        gjx, gjy = rng_res.normal(0, cond.star_jitter, (2, n_gal))
+    gx, gy = sources.gx, sources.gy
+    if len(gx):
+        core = np.where(sources.gn > 2, 0.3, 0.1) * mag_to_dn(sources.gmag, zp)
+        gerr = np.clip(rng_res.normal(0, cond.flux_scatter, len(gx)), -0.3, 0.3)
+        gjx, gjy = rng_res.normal(0, cond.star_jitter, (2, len(gx)))
         splat(matched_scene, gx + dxm + gjx, gy + dym + gjy, core * (1 + gerr))
         splat(matched_scene, gx, gy, -core)
     psf_match = moffat_kernel(seeing_pix * rng.uniform(0.985, 1.015), cond.psf_beta * rng.uniform(0.95, 1.05),
                               cond.ellipticity, cond.ellipticity_angle + rng.normal(0, 5))
-    matched = fftconvolve(matched_scene, psf_match, mode="same")
-    del scene, scene_ref, matched_scene, transient
+    return fftconvolve(matched_scene, psf_match, mode="same")
 
-    sky_sci = float(mag_to_dn(cond.sky_mag, zp) * PIXSCALE**2)
+
+def _expose(rng, rng_res, static_sci, moving_sci, ref_clean, matched, cond, filt, zp, zp_ref, sky_sci,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The science image, the reference and the difference, with their skies and noise."""
+    shape = static_sci.shape
+    ny, nx = shape
     sky_ref = float(mag_to_dn(SKY_DARK[filt], zp_ref) * PIXSCALE**2)
     # the sky is not flat: a planar gradient across the quadrant, a few per cent in twilight and
     # near the Moon, about 1 % on dark nights (an estimate); the difference has its background
@@ -771,59 +865,77 @@ def simulate_frame(
     sky_map = sky_map.astype(np.float32)
     sci_e = np.clip((static_sci + moving_sci + sky_map) * GAIN, 0, None)
     noise_sci = rng.standard_normal(shape, dtype=np.float32) * np.sqrt(sci_e + READ_NOISE**2).astype(np.float32) / GAIN
+    del sci_e
     sci = static_sci + moving_sci + sky_map + noise_sci
     del sky_map
 
     ref_e = np.clip((ref_clean + sky_ref) * GAIN, 0, None)
     ref = ref_clean + sky_ref + rng.standard_normal(shape, dtype=np.float32) * (
         np.sqrt(ref_e + READ_NOISE**2) / GAIN * cond.ref_depth).astype(np.float32)
+    del ref_e
     # the reference's noise, as it enters the difference on the science grid
     ref_noise_sci = rng.standard_normal(shape, dtype=np.float32) * (
         np.sqrt(np.clip((static_sci + sky_sci) * GAIN, 0, None) + READ_NOISE**2) / GAIN * cond.ref_depth).astype(np.float32)
     diff = (static_sci - matched) + moving_sci + noise_sci - ref_noise_sci
-    del static_sci, matched, ref_clean, noise_sci, ref_noise_sci
+    return sci, ref, diff
 
-    # ---- detector effects: saturation, bleed trails, spikes, cosmic rays, bad columns, streaks
-    if confusers:
-        for _ in range(rng.poisson(0.3)):  # satellite / aircraft streak, in sci and diff
-            x0, y0 = rng.uniform(0, nx), rng.uniform(0, ny)
-            ang = rng.uniform(0, np.pi)
-            level = mag_to_dn(rng.uniform(8, 12), zp) / 3000.0
-            _streak(sci, diff, x0, y0, ang, level, seeing_pix)
-            rows.append(_truth_row("streak", x0, y0, angle_deg=float(np.rad2deg(ang))))
-        n_cr = rng.poisson(120)
-        cx, cy = rng.integers(1, nx - 1, n_cr), rng.integers(1, ny - 1, n_cr)
-        camp = rng.lognormal(np.log(300), 1.0, n_cr)
-        for x, y, a in zip(cx, cy, camp):
-            length = int(rng.integers(1, 6))
-            ang = rng.uniform(0, np.pi)
-            for k in range(length):
-                xi = int(np.clip(x + k * np.cos(ang), 0, nx - 1))
-                yi = int(np.clip(y + k * np.sin(ang), 0, ny - 1))
-                sci[yi, xi] += a
-                diff[yi, xi] += a
-        rows.extend(_truth_row("cosmic_ray", x, y, amplitude=float(a)) for x, y, a in zip(cx[:50], cy[:50], camp[:50]))
-        for _ in range(rng.poisson(0.5)):
-            col = int(rng.integers(0, nx))
-            r0 = int(rng.integers(0, ny // 2))
-            off = rng.normal(0, 40)
-            sci[r0:, col] += off
-            diff[r0:, col] += off
-            rows.append(_truth_row("bad_column", col, r0, offset=float(off)))
-        # ghosts / reflection halos of the brightest stars: a faint offset ring in sci, weaker in ref
-        for x, y, m in zip(sx[smag < 10.5], sy[smag < 10.5], smag[smag < 10.5]):
-            if rng.random() < 0.5:
-                gx_, gy_ = x + rng.normal(0, 40), y + rng.normal(0, 40)
-                radius = rng.uniform(20, 70)
-                level = mag_to_dn(m, zp) * 1e-5 * rng.uniform(0.5, 2)
-                _ring(sci, diff, gx_, gy_, radius, level, rng.uniform(0.2, 0.9))
-                rows.append(_truth_row("ghost", gx_, gy_, radius_pix=float(radius)))
-    for x, y, m in zip(sx[smag < 12.5], sy[smag < 12.5], smag[smag < 12.5]):
+
+def _add_artefacts(rng, sci, diff, sources: _Sources, seeing_pix, zp) -> list[dict]:
+    """Add satellite streaks, cosmic rays, bad columns and ghosts of the brightest stars to the
+    science and difference images; their truth rows (the first 50 cosmic rays')."""
+    ny, nx = sci.shape
+    rows = []
+    for _ in range(rng.poisson(0.3)):  # satellite / aircraft streak, in sci and diff
+        x0, y0 = rng.uniform(0, nx), rng.uniform(0, ny)
+        ang = rng.uniform(0, np.pi)
+        level = mag_to_dn(rng.uniform(8, 12), zp) / 3000.0
+        _streak(sci, diff, x0, y0, ang, level, seeing_pix)
+        rows.append(_truth_row("streak", x0, y0, angle_deg=float(np.rad2deg(ang))))
+    n_cr = rng.poisson(120)
+    cx, cy = rng.integers(1, nx - 1, n_cr), rng.integers(1, ny - 1, n_cr)
+    camp = rng.lognormal(np.log(300), 1.0, n_cr)
+    for x, y, a in zip(cx, cy, camp):
+        length = int(rng.integers(1, 6))
+        ang = rng.uniform(0, np.pi)
+        for k in range(length):
+            xi = int(np.clip(x + k * np.cos(ang), 0, nx - 1))
+            yi = int(np.clip(y + k * np.sin(ang), 0, ny - 1))
+            sci[yi, xi] += a
+            diff[yi, xi] += a
+    rows.extend(_truth_row("cosmic_ray", x, y, amplitude=float(a)) for x, y, a in zip(cx[:50], cy[:50], camp[:50]))
+    for _ in range(rng.poisson(0.5)):
+        col = int(rng.integers(0, nx))
+        r0 = int(rng.integers(0, ny // 2))
+        off = rng.normal(0, 40)
+        sci[r0:, col] += off
+        diff[r0:, col] += off
+        rows.append(_truth_row("bad_column", col, r0, offset=float(off)))
+    # ghosts / reflection halos of the brightest stars: a faint offset ring in sci, weaker in ref
+    brightest = sources.smag < 10.5
+    for x, y, m in zip(sources.sx[brightest], sources.sy[brightest], sources.smag[brightest]):
+        if rng.random() < 0.5:
+            gx_, gy_ = x + rng.normal(0, 40), y + rng.normal(0, 40)
+            radius = rng.uniform(20, 70)
+            level = mag_to_dn(m, zp) * 1e-5 * rng.uniform(0.5, 2)
+            _ring(sci, diff, gx_, gy_, radius, level, rng.uniform(0.2, 0.9))
+            rows.append(_truth_row("ghost", gx_, gy_, radius_pix=float(radius)))
+    return rows
+
+
+def _add_bright_star_effects(rng, sci, diff, ref, sources: _Sources, to_ref, zp) -> None:
+    """Diffraction spikes of the bright stars, then saturation with bleed trails."""
+    bright = sources.smag < 12.5
+    for x, y, m in zip(sources.sx[bright], sources.sy[bright], sources.smag[bright]):
         _spikes(sci, diff, ref, to_ref(np.array([x]), np.array([y])), x, y, mag_to_dn(m, zp), rng)
     _saturate(sci, diff, SATURATE, rng)
     _saturate(ref, None, SATURATE * 0.95, rng)
 
-    # ---- the reference footprint: parts of the science frame the reference does not cover
+
+def _cut_reference_footprint(rng, ref, diff, cond: Conditions, to_ref) -> list[dict]:
+    """Cut the reference's footprint short where ``cond.ref_coverage`` says, and empty the
+    difference wherever the reference does not reach; the footprint edge's truth row."""
+    ny, nx = ref.shape
+    rows = []
     if cond.ref_coverage < 1.0:
         cut = int(nx * cond.ref_coverage)
         if rng.random() < 0.5:
@@ -837,23 +949,30 @@ def simulate_frame(
     # where the reference is missing, IPAC's difference is empty: beyond its footprint's edge, and
     # in the strips along the frame's edges that its offset, rotated grid leaves uncovered
     diff[reference_holes(to_ref, ref)] = 0.0
+    return rows
 
-    # expected signal-to-noise of each comet's core in the difference image: the nucleus and the
-    # coma within one FWHM (a 1/rho coma holds a fraction r/R of its flux within r), about half of
-    # which falls inside a FWHM-radius aperture, against the sky + reference noise
-    sigma_pix = np.sqrt((sky_sci * GAIN + READ_NOISE**2) * (1 + cond.ref_depth**2)) / GAIN
-    for row in rows:
-        if row["kind"] == "comet":
-            mag = row["mag"] + COMET_COLOUR[filt]
-            core = row["nucleus_fraction"] + (1 - row["nucleus_fraction"]) * min(1.0, cond.seeing / row["coma_arcsec"])
-            signal = 0.5 * core * float(mag_to_dn(mag, zp))
-            row["snr"] = float(signal / (sigma_pix * np.sqrt(np.pi) * seeing_pix))
-    # and what an ideal detector gets from it in the difference as made (none where the
-    # reference is missing): the S/N of the comet, and of its coma beyond a point source
-    comet_rows = [row for row in rows if row["kind"] == "comet"]
-    for row, (stamp, r0, c0) in zip(comet_rows, comet_stamps):
-        row["snr_matched"], row["snr_extended"] = comet_snrs(stamp, r0, c0, row["x"], row["y"], psf, diff,
-                                                             sigma_pix**2)
+
+def _comet_snr_columns(row: dict, stamp: tuple[np.ndarray, int, int], psf, diff, cond: Conditions, filt, zp,
+                       sigma_pix: float) -> dict[str, float]:
+    """A comet's truth columns of signal-to-noise.
+
+    ``snr``: the expected S/N of its core in the difference image, the nucleus and the coma
+    within one FWHM (a 1/rho coma holds a fraction r/R of its flux within r), about half of
+    which falls inside a FWHM-radius aperture, against the sky + reference noise.
+    ``snr_matched`` and ``snr_extended``: what an ideal detector gets from it in the difference
+    as made (none where the reference is missing), :func:`comet_snrs`.
+    """
+    seeing_pix = cond.seeing / PIXSCALE
+    mag = row["mag"] + COMET_COLOUR[filt]
+    core = row["nucleus_fraction"] + (1 - row["nucleus_fraction"]) * min(1.0, cond.seeing / row["coma_arcsec"])
+    signal = 0.5 * core * float(mag_to_dn(mag, zp))
+    snr_matched, snr_extended = comet_snrs(*stamp, row["x"], row["y"], psf, diff, sigma_pix**2)
+    return {"snr": float(signal / (sigma_pix * np.sqrt(np.pi) * seeing_pix)), "snr_matched": snr_matched,
+            "snr_extended": snr_extended}
+
+
+def _truth_table(rows: list[dict], w_sci: WCS) -> pd.DataFrame:
+    """The truth rows as a table, with RA/Dec, and the columns every table has even when empty."""
     truth = pd.DataFrame(rows)
     if len(truth):
         ra, dec = w_sci.wcs_pix2world(truth["x"].to_numpy(float), truth["y"].to_numpy(float), 0)
@@ -863,14 +982,7 @@ def simulate_frame(
             truth[col] = np.nan
     if "kind" not in truth:
         truth["kind"] = pd.Series(dtype=str)
-
-    maglim = limiting_magnitude(zp, float(np.sqrt(sky_sci * GAIN + READ_NOISE**2) / GAIN), seeing_pix)
-    hs = _header(w_sci, frame, filt, zp, cond.seeing, maglim, nframes=None)
-    hr = _header(w_ref, frame, filt, zp_ref, cond.ref_seeing, maglim + 1.5, nframes=int(round(1 / cond.ref_depth**2)))
-    return SimulatedFrame(
-        name=frame.name, sci=sci.astype(np.float32), ref=ref.astype(np.float32), diff=diff.astype(np.float32),
-        header_sci=hs, header_ref=hr, wcs_sci=w_sci, wcs_ref=w_ref, truth=truth, conditions=cond,
-    )
+    return truth
 
 
 def _splat_copy(shape, x, y, f) -> np.ndarray:
