@@ -47,6 +47,7 @@ __all__ = [
     "lowest_model_score",
     "detector_scores",
     "process_frame",
+    "write_detections",
     "write_csv",
 ]
 
@@ -322,6 +323,94 @@ def detector_scores(
     return out, False
 
 
+def write_detections(
+    candidates: pd.DataFrame,
+    troika: Any,
+    channels: np.ndarray,
+    ref_projected: np.ndarray,
+    out_dir: Path,
+    *,
+    tile_size: int,
+    checkpoint_name: str,
+    write_png: bool = True,
+) -> tuple[pd.DataFrame, Path, list[Path], list[Path], list[np.ndarray]]:
+    """Write a frame's detections: the CSV, and the ``.npy`` and ``.png`` of each one.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        The detections, with ``p``, ``x``, ``y``, the corner of the tile the model saw last
+        (``row0``, ``col0``) and the position in it (``x_tile``, ``y_tile``).
+    troika : tails.image.Troika
+        The frame's images, for its time, its WCS and the cutouts.
+    channels : numpy.ndarray
+        The frame's sci, ref and diff channels, from which each detection's tile is cut again.
+    ref_projected : numpy.ndarray
+        The reference on the science grid.
+    out_dir : Path
+        Where the files go, as ``<name>.csv``, ``<name>_<ni>.npy`` and ``<name>_<ni>.png``.
+    tile_size : int
+    checkpoint_name : str
+        The model's name, written to the ``tails_v`` column.
+    write_png : bool
+        Also write the triplet PNG of each detection.
+
+    Returns
+    -------
+    (detections, csv_path, png_paths, npy_paths, cutouts)
+        The CSV's table (:data:`DETECTION_COLUMNS`), its path, the files written, and each
+        detection's sci/ref/diff cutout of :data:`THUMBNAIL_SIZE` px (for the sentinel).
+    """
+    from astropy.coordinates import SkyCoord
+
+    jd = float(troika.header_sci["OBSJD"])
+    datestr = datestr_from_jd(jd)
+    rows, pngs, npys, cutouts = [], [], [], []
+    if len(candidates):
+        ra, dec = troika.pix2world_sci(candidates["x"].to_numpy(), candidates["y"].to_numpy())
+        ra, dec = np.atleast_1d(ra), np.atleast_1d(dec)
+        radecstr = SkyCoord(ra=ra, dec=dec, unit="deg").to_string(style="hmsdms")
+    for ni, cand in enumerate(candidates.itertuples(index=False)):
+        # the tile the model saw last: the second look's, centred on it, or the tessellation's
+        tile_raw = cut_tiles(channels, [(cand.row0, cand.col0)], tile_size)
+        tile = preprocess_tiles(tile_raw)[0][0]
+        rows.append(
+            {
+                "id": troika.name,
+                "ni": ni,
+                "jd": jd,
+                "datestr": datestr,
+                "p": float(cand.p),
+                "x": float(cand.x),
+                "y": float(cand.y),
+                "ra": float(ra[ni]),
+                "dec": float(dec[ni]),
+                "radecstr": radecstr[ni],
+                "tails_v": checkpoint_name,
+            }
+        )
+        npy = out_dir / f"{troika.name}_{ni}.npy"
+        _save_npy(tile, npy)
+        npys.append(npy)
+        if write_png:
+            from .plot import save_triplet_png
+
+            png = out_dir / f"{troika.name}_{ni}.png"
+            save_triplet_png(
+                tile_raw[0],
+                png,
+                reticle=(cand.x_tile, cand.y_tile),
+                title=f"{troika.name}  #{ni}  p={cand.p:.3f}",
+            )
+            pngs.append(png)
+        cutouts.append(troika.cutout(cand.x, cand.y, size=THUMBNAIL_SIZE, ref=ref_projected))
+
+    detections = pd.DataFrame(rows, columns=DETECTION_COLUMNS)
+    csv_path = out_dir / f"{troika.name}.csv"
+    write_csv(detections, csv_path)
+    return detections, csv_path, pngs, npys, cutouts
+
+
 def process_frame(
     name: str,
     *,
@@ -376,8 +465,6 @@ def process_frame(
     tails.irsa.DownloadError
         When an image cannot be downloaded or is corrupt.
     """
-    from astropy.coordinates import SkyCoord
-
     from .efficientdet import predict_tiles
     from .image import Troika
     from .irsa import IrsaClient
@@ -453,51 +540,10 @@ def process_frame(
     timings["vet"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    jd = float(troika.header_sci["OBSJD"])
-    datestr = datestr_from_jd(jd)
-    rows, pngs, npys, cutouts = [], [], [], []
-    if len(candidates):
-        ra, dec = troika.pix2world_sci(candidates["x"].to_numpy(), candidates["y"].to_numpy())
-        ra, dec = np.atleast_1d(ra), np.atleast_1d(dec)
-        radecstr = SkyCoord(ra=ra, dec=dec, unit="deg").to_string(style="hmsdms")
-    for ni, cand in enumerate(candidates.itertuples(index=False)):
-        # the tile the model saw last: the second look's, centred on it, or the tessellation's
-        tile_raw = cut_tiles(channels, [(cand.row0, cand.col0)], tile_size)
-        tile = preprocess_tiles(tile_raw)[0][0]
-        rows.append(
-            {
-                "id": frame.name,
-                "ni": ni,
-                "jd": jd,
-                "datestr": datestr,
-                "p": float(cand.p),
-                "x": float(cand.x),
-                "y": float(cand.y),
-                "ra": float(ra[ni]),
-                "dec": float(dec[ni]),
-                "radecstr": radecstr[ni],
-                "tails_v": checkpoint_name,
-            }
-        )
-        npy = out_dir / f"{frame.name}_{ni}.npy"
-        _save_npy(tile, npy)
-        npys.append(npy)
-        if write_png:
-            from .plot import save_triplet_png
-
-            png = out_dir / f"{frame.name}_{ni}.png"
-            save_triplet_png(
-                tile_raw[0],
-                png,
-                reticle=(cand.x_tile, cand.y_tile),
-                title=f"{frame.name}  #{ni}  p={cand.p:.3f}",
-            )
-            pngs.append(png)
-        cutouts.append(troika.cutout(cand.x, cand.y, size=THUMBNAIL_SIZE, ref=ref_projected))
-
-    detections = pd.DataFrame(rows, columns=DETECTION_COLUMNS)
-    csv_path = out_dir / f"{frame.name}.csv"
-    write_csv(detections, csv_path)
+    detections, csv_path, pngs, npys, cutouts = write_detections(
+        candidates, troika, channels, ref_projected, out_dir, tile_size=tile_size, checkpoint_name=checkpoint_name,
+        write_png=write_png,
+    )
     timings["write"] = time.perf_counter() - t0
 
     if cleanup != "none":
