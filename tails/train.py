@@ -34,11 +34,15 @@ import time
 import warnings
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "make_loss", "TileBatches", "augment_batch", "prefetched", "mine_hard_negatives",
@@ -548,6 +552,49 @@ def _dataset(config: dict, which: str, processes: int) -> tuple:
     return load_dataset(path, seeds=spec.seeds)
 
 
+def _training_tiles(config: dict) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
+    """The training tiles with their labels and truth, and the validation tiles with theirs,
+    built or loaded (:func:`_dataset`); the point-like comets left out of both where
+    ``train.min_snr_extended`` says, so that the best epoch is chosen on what the model is asked
+    to learn."""
+    t = config["train"]
+    processes = int(t["dataset"]["processes"])
+    x, y, meta = _dataset(config, "train", processes)
+    xv, yv, meta_v = _dataset(config, "val", processes)
+    if float(t["min_snr_extended"]) > 0:
+        keep, keep_v = (learnable_tiles(a, m, float(t["min_snr_extended"])) for a, m in ((y, meta), (yv, meta_v)))
+        log.info("left out as point-like (snr_extended < %g): %d of %d training positives, %d of %d validation",
+                 float(t["min_snr_extended"]), int((~keep).sum()), int((y[:, 0] > 0.5).sum()),
+                 int((~keep_v).sum()), int((yv[:, 0] > 0.5).sum()))
+        x, y, meta = x[keep], y[keep], meta[keep].reset_index(drop=True)
+        xv, yv = xv[keep_v], yv[keep_v]
+    log.info("training tiles: %d (%d positive); validation: %d (%d positive)",
+             len(y), int((y[:, 0] > 0.5).sum()), len(yv), int((yv[:, 0] > 0.5).sum()))
+    return x, y, meta, xv, yv
+
+
+def _validate(model: Any, loss: Any, xv: np.ndarray, yv: np.ndarray) -> tuple[float, float, float]:
+    """The validation loss, the accuracy at 0.5 and the mean position error in px."""
+    pred = model.predict(xv.astype(np.float32), batch_size=64, verbose=0)
+    val_loss = float(np.mean(np.asarray(loss(yv, pred))))
+    acc = float(np.mean((pred[:, 0] > 0.5) == (yv[:, 0] > 0.5)))
+    return val_loss, acc, position_error_pix(yv, pred, tile_size=xv.shape[1])
+
+
+#: Columns of a run's ``log.csv``, one row an epoch.
+LOG_FIELDS = ["epoch", "lr", "loss", "val_loss", "val_accuracy", "val_position_error_pix", "seconds"]
+
+
+def _append_row(log_path: Path, row: dict) -> None:
+    """Append an epoch's row to ``log.csv``, with the header when the file is new."""
+    new = not log_path.exists()
+    with open(log_path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
 def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
           deadline: float | None = None) -> Path:
     """Train Tails() as the config's ``train`` section says; resume an unfinished run.
@@ -602,20 +649,7 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
         )
 
     keras.utils.set_random_seed(int(t["seed"]))
-    processes = int(t["dataset"]["processes"])
-    x, y, meta = _dataset(config, "train", processes)
-    xv, yv, meta_v = _dataset(config, "val", processes)
-    if float(t["min_snr_extended"]) > 0:
-        # the point-like comets, left out of the training and the validation set alike, so that
-        # the best epoch is chosen on what the model is asked to learn
-        keep, keep_v = (learnable_tiles(a, m, float(t["min_snr_extended"])) for a, m in ((y, meta), (yv, meta_v)))
-        log.info("left out as point-like (snr_extended < %g): %d of %d training positives, %d of %d validation",
-                 float(t["min_snr_extended"]), int((~keep).sum()), int((y[:, 0] > 0.5).sum()),
-                 int((~keep_v).sum()), int((yv[:, 0] > 0.5).sum()))
-        x, y, meta = x[keep], y[keep], meta[keep].reset_index(drop=True)
-        xv, yv = xv[keep_v], yv[keep_v]
-    log.info("training tiles: %d (%d positive); validation: %d (%d positive)",
-             len(y), int((y[:, 0] > 0.5).sum()), len(yv), int((yv[:, 0] > 0.5).sum()))
+    x, y, meta, xv, yv = _training_tiles(config)
     # the run folder only once the data are there: a data set refused leaves no run behind,
     # and a finished run is replaced (--overwrite) only by one that can start
     if (run_dir / "DONE").exists():
@@ -652,7 +686,6 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
     stop = time.time() + 3600 * float(t["max_hours"]) if t["max_hours"] else math.inf
     stop = min(stop, math.inf if deadline is None else float(deadline))
     log_path = run_dir / "log.csv"
-    fields = ["epoch", "lr", "loss", "val_loss", "val_accuracy", "val_position_error_pix", "seconds"]
 
     stopped_early = False
     while state["epoch"] < last and time.time() < stop:
@@ -677,22 +710,14 @@ def train(config: dict, overwrite: bool = False, max_epochs: int | None = None,
                 losses.append(float(model.train_on_batch(*batch)))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         recalibrate_batch_norm(model, x, seed=int(t["seed"]) + epoch)
-        pred = model.predict(xv.astype(np.float32), batch_size=64, verbose=0)
-        val_loss = float(np.mean(np.asarray(loss(yv, pred))))
-        acc = float(np.mean((pred[:, 0] > 0.5) == (yv[:, 0] > 0.5)))
-        err = position_error_pix(yv, pred, tile_size=x.shape[1])
+        val_loss, acc, err = _validate(model, loss, xv, yv)
         state["seconds"] += time.time() - t0
         state["epoch"] = epoch + 1
         row = {
             "epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)), "val_loss": val_loss,
             "val_accuracy": acc, "val_position_error_pix": err, "seconds": round(state["seconds"], 1),
         }
-        new = not log_path.exists()
-        with open(log_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        _append_row(log_path, row)
         log.info("epoch %d: loss %.4f, val loss %.4f, val acc %.4f, val position error %.2f px",
                  epoch + 1, row["loss"], val_loss, acc, err)
         if track_best(state, epoch + 1, val_loss):
