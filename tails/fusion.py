@@ -27,8 +27,9 @@ before.
 
 Fusion applies where vetting measured the candidates; where it could not (no usable seeing in
 the header, too few stars, ``tails.vet.enabled: false``), the detector falls back on the
-model's score, as it always did.  ``tails.vet.fusion: null`` turns fusion off and restores the
-rules.
+model's score, as it always did.  Vetting's trail test still holds: a candidate it takes for a
+trailed asteroid is not reported, whatever its score (:func:`tails.detect.detector_scores`).
+``tails.vet.fusion: null`` turns fusion off and restores the rules.
 """
 
 from __future__ import annotations
@@ -380,7 +381,8 @@ def read_evaluations(folders: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame
     """The candidates of ``tails evaluate`` report folders, with each frame's seeing, and their headers.
 
     A folder's seeing per frame comes from its ``candidates.csv`` or else its ``comets.csv``
-    (runs of before 2026-12-07 did not put it in the candidates).  The headers are the folders'
+    (runs of before 2026-12-07 did not put it in the candidates); runs of before the trail test
+    took no candidate for a trail.  The headers are the folders'
     ``metrics.json``; their ``counts.frames`` sum to the frames the candidates come from.
     """
     tables, headers = [], []
@@ -394,6 +396,8 @@ def read_evaluations(folders: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame
         if "seeing" not in cands:
             comets = pd.read_csv(folder / "comets.csv")
             cands["seeing"] = cands["frame"].map(comets.groupby("frame")["seeing"].first())
+        if "trailed" not in cands:  # runs of before vetting's trail test (2026-12-03) flagged none
+            cands["trailed"] = False
         missing = _lacking(cands)
         if missing:
             raise ValueError(

@@ -127,11 +127,15 @@ def test_the_config_picks_the_models_own_fusion_a_path_or_none(fitted, tmp_path)
 def test_the_detector_scores_by_the_fusion_only_where_vetting_measured(fitted):
     vet = check_vet_config(load_config()["tails"]["vet"])
     measured = pd.DataFrame({"p": [0.9, 0.9], "ext_sigma": [30.0, 0.1], "ext_fraction": [0.4, 0.0],
-                             "ext_width": [1.4, 0.97], "ext_elongation": [1.1, 1.1], "extended": [True, False],
-                             "compact": [False, False]})
+                             "ext_width": [1.4, 0.97], "ext_elongation": [1.1, 1.1], "trailed": [False, False],
+                             "extended": [True, False], "compact": [False, False]})
     fused, by_fusion = detector_scores(measured, vet, fitted, seeing=2.0)
     assert by_fusion and fused["kept"].all() and fused["p_model"].tolist() == [0.9, 0.9]
     assert fused.loc[0, "p"] > 0.5 > fused.loc[1, "p"]
+    # what the trail test takes for a trailed asteroid is not kept, whatever the fusion scores it
+    trail = measured.assign(trailed=[True, False], extended=[False, False])
+    fused, _ = detector_scores(trail, vet, fitted, seeing=2.0)
+    assert fused.loc[0, "p"] > 0.5 and fused["kept"].tolist() == [False, True]
     ruled, by_fusion = detector_scores(measured, vet, None, seeing=2.0)
     assert not by_fusion and ruled["kept"].tolist() == [True, False] and ruled["p"].tolist() == [0.9, 0.9]
     unmeasured = measured.assign(ext_sigma=np.nan, ext_width=np.nan, extended=True)
