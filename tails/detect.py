@@ -304,9 +304,9 @@ def detector_scores(
     only the extended may be kept.  The detections are the candidates kept with ``p`` over the
     threshold.
 
-    The trail test holds under the fusion as under the rules: it took none of the 81 candidates
-    it flagged over 100 held-out frames for a comet, nor any of the 1337 comets' candidates the
-    fusion scored over 0.5 in 400 fresh frames, where the fusion's trees, fitted on few trailed
+    The trail test holds under the fusion as under the rules.  None of the 81 candidates it
+    flagged over 100 held-out frames was a comet, nor any of the 2310 detections with which the
+    fusion found comets in 700 fresh frames, where the fusion's trees, fitted on few trailed
     asteroids, scored a trailed asteroid that it flags 0.90 (models/tails-20261203/MODEL.md,
     *Fusion*).
 
