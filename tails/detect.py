@@ -7,7 +7,8 @@ The data flow for one frame (DESIGN.md)::
          -> threshold, tile -> frame coordinates, merge duplicates
          -> a second look at each candidate (tails.refine), merge again
          -> vetting: measure how extended (tails.vet); one score from the model's and those
-            (tails.fusion), or drop the point-like; WCS -> RA/Dec, OBSJD -> time
+            (tails.fusion), or drop the point-like; drop the trailed either way;
+            WCS -> RA/Dec, OBSJD -> time
          -> runs/YYYYMMDD/{name}.csv, {name}_{ni}.npy, {name}_{ni}.png
 
 The pure steps (:func:`candidates_from_predictions`, :func:`merge_candidates`,
